@@ -1,0 +1,103 @@
+"""The replay engine: serves recorded outcomes from a replay trace instead of running a model.
+
+It is what fabric benchmarks, tests and the evaluation harness drive, so a request is one dict
+lookup (plus an optional simulated latency). A recorded self-assessment (`decision: reject`)
+comes back as the paper's reject phrase, exactly as a trained model would say it, so the agent's
+generative parser handles replay and real models alike; `confidence` feeds confidence mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from disrouter.actors.decision import REJECT_PHRASE
+from disrouter.actors.engine import EngineRequest, EngineResult
+from disrouter.actors.errors import EngineError
+from disrouter.actors.trace import TraceRecord, read_trace
+
+
+class ReplayOptions(msgspec.Struct, forbid_unknown_fields=True):
+    # A path, or "pkg:<package>/<file>" for a trace shipped inside a Python package.
+    trace: str
+    # Which agent's lines to serve (default: the topology agent's own name).
+    trace_agent: str | None = None
+    # Sleep for the recorded latency × scale, to make fabric benchmarks realistic.
+    simulate_latency: bool = False
+    latency_scale: float = 1.0
+    # A query the trace does not know: reject it (pass it on) or fail the request.
+    on_missing: Literal["reject", "error"] = "reject"
+
+
+def resolve_path(ref: str) -> Path:
+    if ref.startswith("pkg:"):
+        package, _, name = ref[4:].partition("/")
+        return Path(str(importlib.resources.files(package).joinpath(name)))
+    return Path(ref).expanduser()
+
+
+def _render(record: TraceRecord) -> str:
+    if record.answer is not None:
+        return record.answer
+    # Traces need not carry answer text; say what is known rather than invent an answer.
+    return f"[replay {record.agent}: {'correct' if record.correct else 'incorrect'}]"
+
+
+class ReplayEngine:
+    def __init__(self, agent: str, options: ReplayOptions) -> None:
+        self.agent = agent
+        self.options = options
+        self._by_id: dict[str, TraceRecord] = {}
+        self._by_prompt: dict[str, TraceRecord] = {}
+
+    @classmethod
+    def from_options(cls, *, agent: str, **options: object) -> ReplayEngine:
+        try:
+            opts = msgspec.convert(options, ReplayOptions)
+        except msgspec.ValidationError as exc:
+            raise EngineError(f"agent {agent!r}: replay engine options: {exc}") from None
+        return cls(agent, opts)
+
+    async def start(self) -> None:
+        path = resolve_path(self.options.trace)
+        if not path.is_file():
+            raise EngineError(f"agent {self.agent!r}: replay trace {str(path)!r} does not exist")
+        wanted = self.options.trace_agent or self.agent
+        records = await asyncio.to_thread(read_trace, path)
+        for record in records:
+            if record.agent != wanted:
+                continue
+            self._by_id[record.query_id] = record
+            if record.prompt:
+                self._by_prompt.setdefault(record.prompt, record)
+        if not self._by_id:
+            raise EngineError(f"agent {self.agent!r}: trace {str(path)!r} has no lines for agent {wanted!r}")
+
+    def lookup(self, request: EngineRequest) -> TraceRecord | None:
+        return self._by_id.get(request.query_id) or self._by_prompt.get(request.prompt)
+
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        record = self.lookup(request)
+        if record is None:
+            if self.options.on_missing == "error":
+                raise EngineError(f"query {request.query_id!r} is not in the trace of {self.agent!r}")
+            return EngineResult(text=REJECT_PHRASE, confidence=0.0, decision="reject")
+        if self.options.simulate_latency and record.latency_ms:
+            await asyncio.sleep(record.latency_ms * self.options.latency_scale / 1000.0)
+        rejects = record.decision == "reject" and request.allow_reject
+        return EngineResult(
+            text=REJECT_PHRASE if rejects else _render(record),
+            tokens_in=record.tokens_in or 0,
+            tokens_out=record.tokens_out or 0,
+            confidence=record.confidence,
+            decision=record.decision,
+            cost_usd=record.cost_usd,
+        )
+
+    async def close(self) -> None:
+        self._by_id.clear()
+        self._by_prompt.clear()

@@ -1,0 +1,94 @@
+"""Commit watermarks: how far each partition may be committed when work finishes out of order.
+
+Many queries are in flight at once and finish in any order, but a Kafka offset commit means
+"everything before this is done". So each partition commits only up to its lowest unfinished
+offset; a crash re-delivers the unfinished ones (at-least-once), never skips them.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class PartitionWatermark:
+    """Tracks started/finished offsets of one partition.
+
+    Offsets are started in increasing order (Kafka delivers a partition in order), so a deque
+    of pending offsets with a done-set gives O(1) amortised start/finish.
+    """
+
+    __slots__ = ("_pending", "_done", "_next_commit", "_committed")
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._done: set[int] = set()
+        self._next_commit: int | None = None  # offset the next commit should carry
+        self._committed: int | None = None  # offset last handed to Kafka
+
+    def start(self, offset: int) -> None:
+        if self._pending and offset <= self._pending[-1]:
+            raise ValueError(f"offset {offset} started out of order (last {self._pending[-1]})")
+        if not self._pending and self._next_commit is not None and offset < self._next_commit:
+            raise ValueError(f"offset {offset} is below the watermark {self._next_commit}")
+        self._pending.append(offset)
+
+    def finish(self, offset: int) -> None:
+        if not self._pending or offset < self._pending[0] or offset in self._done:
+            raise ValueError(f"offset {offset} was not in flight")
+        self._done.add(offset)
+        while self._pending and self._pending[0] in self._done:
+            done = self._pending.popleft()
+            self._done.discard(done)
+            self._next_commit = done + 1
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending) - len(self._done)
+
+    def committable(self) -> int | None:
+        """The offset to commit now, or None when nothing new is safe to commit."""
+        if self._next_commit is None or self._next_commit == self._committed:
+            return None
+        return self._next_commit
+
+    def mark_committed(self, offset: int) -> None:
+        self._committed = offset
+
+
+class Watermarks:
+    """One PartitionWatermark per assigned partition, keyed by aiokafka's TopicPartition."""
+
+    def __init__(self) -> None:
+        self._parts: dict[object, PartitionWatermark] = {}
+
+    def start(self, tp: object, offset: int) -> PartitionWatermark:
+        """Start an offset; finish it on the returned tracker.
+
+        Holding the tracker (not the partition) matters after a rebalance: a query that was in
+        flight when its partition was revoked finishes on the dropped tracker, harmlessly, and
+        never corrupts the tracker of a later assignment of the same partition.
+        """
+        part = self._parts.setdefault(tp, PartitionWatermark())
+        part.start(offset)
+        return part
+
+    def committable(self) -> dict[object, int]:
+        out = {}
+        for tp, part in self._parts.items():
+            offset = part.committable()
+            if offset is not None:
+                out[tp] = offset
+        return out
+
+    def mark_committed(self, offsets: dict[object, int]) -> None:
+        for tp, offset in offsets.items():
+            if tp in self._parts:
+                self._parts[tp].mark_committed(offset)
+
+    def drop(self, tps: object) -> None:
+        for tp in tps:
+            self._parts.pop(tp, None)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(p.in_flight for p in self._parts.values())

@@ -1,0 +1,2 @@
+"""DiSRouter: distributed self-routing LLM agents."""
+__version__ = "0.1.0"

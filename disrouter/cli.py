@@ -1,0 +1,50 @@
+"""The `disrouter` command: one subcommand per concept, each registered by its own module.
+
+A module adds its subcommands through `register(subparsers)`; the parser it adds must set
+`func` (called with the parsed args, returns an exit code). Registration modules are imported
+lazily by name so `disrouter ask` never pays for importing the evaluation stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Modules that contribute subcommands. Each exposes `register(subparsers) -> None`.
+COMMAND_MODULES = [
+    "disrouter.topology.commands",  # up, down, status, deploy, validate, topics
+    "disrouter.actors.commands",  # ask, produce, answers
+    "disrouter.bench.commands",  # eval, bench
+    "disrouter.training.commands",  # models
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="disrouter",
+        description="Distributed self-routing LLM agents on Ray Serve over Kafka.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # that concept has no commands yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The Ray Serve application builder: `import_path: disrouter.topology.app:build_app`.
+
+`serve deploy topology.yaml` calls `build_app(args)` with the application's `args:`; it returns
+one Serve application holding a deployment per agent (named after the agent, with its replicas
+and resources) behind a small status ingress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from ray.serve import Application
+
+from disrouter.actors.deployment import AgentDeployment, Fabric
+from disrouter.topology.compile import actor_options, agent_configs
+from disrouter.topology.load import parse_topology
+from disrouter.topology.schema import Topology
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    topology = args if isinstance(args, Topology) else parse_topology(dict(args))
+    configs = agent_configs(topology)
+    agents = []
+    for spec in topology.agents:
+        agents.append(
+            AgentDeployment.options(
+                name=spec.name,
+                num_replicas=spec.replicas,
+                ray_actor_options=actor_options(spec.ray_actor_options),
+                # Serve's request queue only carries status calls; queries come over Kafka.
+                max_ongoing_requests=16,
+            ).bind(msgspec.to_builtins(configs[spec.name]))
+        )
+    return Fabric.options(name="fabric").bind(topology.namespace, topology.entry_agent, *agents)

@@ -1,0 +1,77 @@
+"""The topology declaration: typed structs for the `args:` of the Serve application.
+
+A topology file is a plain Ray Serve config. Its application's `args:` hold this schema:
+
+    applications:
+      - name: demo
+        import_path: disrouter.topology.app:build_app
+        args:
+          namespace: demo
+          kafka: {bootstrap_servers: 127.0.0.1:9092, partitions: 4}
+          default_scenario: balance
+          agents:
+            - {name: small, cost: 0.1, engine: {type: replay, trace: t.jsonl}, next: [large]}
+            - {name: large, cost: 0.9, engine: {type: replay, trace: t.jsonl}}
+
+Structural checks (types, unknown fields) happen while decoding; graph checks (unknown
+agents, reachability, cycles) live in `validate.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from disrouter.actors.contracts import Scenario
+from disrouter.actors.config import KafkaSpec, Limits, OnExhausted, Policy, Prices
+from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness
+
+class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    name: str
+    cost: float
+    engine: dict[str, Any]
+    # Where a reject goes: one agent for a chain, several for a tree or a mesh.
+    next: list[str] = []
+    policy: Policy = "first_unvisited"
+    # Terminal agents always answer. Default: an agent with nowhere to pass on is terminal.
+    terminal: bool | None = None
+    awareness: Awareness = "generative"
+    calibration: AnyCalibration | None = None
+    tags: list[str] = []
+    prices: Prices | None = None
+    replicas: int = 1
+    max_in_flight: int = 32
+    max_tokens: int | None = None
+    ray_actor_options: dict[str, Any] = {}
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.terminal if self.terminal is not None else not self.next
+
+
+class Topology(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    namespace: str
+    agents: list[AgentSpec]
+    entry: str | None = None  # default: the first agent
+    kafka: KafkaSpec = msgspec.field(default_factory=KafkaSpec)
+    default_scenario: Scenario = Scenario.balance
+    default_alpha: float | None = None  # overrides default_scenario's α when set
+    gamma: float = DEFAULT_GAMMA
+    max_hops: int | None = 8
+    on_exhausted: OnExhausted = "force"
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+    @property
+    def entry_agent(self) -> str:
+        return self.entry or self.agents[0].name
+
+    @property
+    def alpha(self) -> float:
+        return self.default_alpha if self.default_alpha is not None else self.default_scenario.alpha
+
+    def agent(self, name: str) -> AgentSpec:
+        for spec in self.agents:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)

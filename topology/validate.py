@@ -1,0 +1,133 @@
+"""Graph checks on a decoded topology; every problem names its field and agent.
+
+What is checked, and why:
+- names: unique, legal in a Kafka topic name (each agent gets `<ns>.agent.<name>`);
+- edges: `next` names known agents, never the agent itself, never twice;
+- entry: exists; every agent is reachable from it (an unreachable agent only burns a GPU);
+- endings: a query that every agent rejects must end somewhere. A `terminal` agent always
+  answers; with `on_exhausted: force` any agent with nothing left to pass to answers (forced);
+  with `on_exhausted: unanswered` every agent must reach a terminal agent;
+- cycles (meshes) need a hop bound (`max_hops`) on top of the visited set;
+- numbers: costs ≥ 0, α in [0, 1], γ > 0, replicas/in-flight/partitions ≥ 1;
+- engines: a registered `type`.
+"""
+
+from __future__ import annotations
+
+from disrouter.actors.engine import engine_types
+from disrouter.actors.topics import is_legal_topic
+from disrouter.topology.errors import TopologyError
+from disrouter.topology.schema import Topology
+
+
+def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
+    seen, stack = {start}, [start]
+    while stack:
+        for nxt in edges.get(stack.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
+    """One cycle as a list of agent names (first repeated at the end), or None."""
+    colour: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        colour[node] = 1
+        path.append(node)
+        for nxt in edges.get(node, []):
+            if colour.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in colour and (found := visit(nxt)):
+                return found
+        path.pop()
+        colour[node] = 2
+        return None
+
+    for node in edges:
+        if node not in colour and (found := visit(node)):
+            return found
+    return None
+
+
+def validate(topology: Topology, source: str | None = None) -> None:
+    problems: list[tuple[str, str]] = []
+
+    def problem(field: str, message: str) -> None:
+        problems.append((field, message))
+
+    if not is_legal_topic(f"{topology.namespace}.agent.x") or not topology.namespace:
+        problem("namespace", f"{topology.namespace!r} must be letters, digits, '.', '_' or '-'")
+    if not topology.agents:
+        problem("agents", "at least one agent is needed")
+        raise TopologyError(problems, source)
+
+    names: dict[str, int] = {}
+    for i, agent in enumerate(topology.agents):
+        where = f"agents[{i}] ({agent.name})"
+        if agent.name in names:
+            problem(f"{where}.name", f"duplicate agent name (also agents[{names[agent.name]}])")
+        names.setdefault(agent.name, i)
+        if not agent.name or not is_legal_topic(agent.name):
+            problem(f"{where}.name", "must be non-empty letters, digits, '.', '_' or '-'")
+        if agent.cost < 0:
+            problem(f"{where}.cost", f"must be ≥ 0, got {agent.cost}")
+        if agent.replicas < 1:
+            problem(f"{where}.replicas", f"must be ≥ 1, got {agent.replicas}")
+        if agent.max_in_flight < 1:
+            problem(f"{where}.max_in_flight", f"must be ≥ 1, got {agent.max_in_flight}")
+        kind = agent.engine.get("type")
+        if kind not in engine_types():
+            problem(f"{where}.engine.type", f"{kind!r} is not a registered engine ({', '.join(engine_types())})")
+        if agent.terminal and agent.next:
+            problem(f"{where}.next", "a terminal agent always answers, so it cannot pass queries on")
+        if len(set(agent.next)) != len(agent.next):
+            problem(f"{where}.next", "lists an agent twice")
+        if agent.name in agent.next:
+            problem(f"{where}.next", "an agent cannot pass a query to itself")
+
+    for i, agent in enumerate(topology.agents):
+        for nxt in agent.next:
+            if nxt not in names:
+                problem(f"agents[{i}] ({agent.name}).next", f"unknown agent {nxt!r}")
+
+    if topology.entry is not None and topology.entry not in names:
+        problem("entry", f"unknown agent {topology.entry!r}")
+    if topology.default_alpha is not None and not 0.0 <= topology.default_alpha <= 1.0:
+        problem("default_alpha", f"must be within [0, 1], got {topology.default_alpha}")
+    if topology.gamma <= 0:
+        problem("gamma", f"must be > 0, got {topology.gamma}")
+    if topology.max_hops is not None and not 1 <= topology.max_hops <= topology.limits.max_hops:
+        problem("max_hops", f"must be within [1, limits.max_hops={topology.limits.max_hops}], got {topology.max_hops}")
+    if topology.kafka.partitions < 1:
+        problem("kafka.partitions", f"must be ≥ 1, got {topology.kafka.partitions}")
+    if problems:  # the graph checks below assume names and edges are sound
+        raise TopologyError(problems, source)
+
+    edges = {a.name: list(a.next) for a in topology.agents}
+    reachable = _reachable(topology.entry_agent, edges)
+    for i, agent in enumerate(topology.agents):
+        if agent.name not in reachable:
+            problem(f"agents[{i}] ({agent.name})", f"unreachable from the entry agent {topology.entry_agent!r}")
+
+    if topology.on_exhausted == "unanswered":
+        terminals = {a.name for a in topology.agents if a.is_terminal}
+        if not terminals & reachable:
+            problem(
+                "agents",
+                "no terminal agent is reachable from the entry: mark one `terminal: true` "
+                "or set `on_exhausted: force`",
+            )
+        for i, agent in enumerate(topology.agents):
+            if agent.name in reachable and not _reachable(agent.name, edges) & terminals:
+                problem(f"agents[{i}] ({agent.name})", "no terminal agent is reachable from this agent")
+
+    cycle = find_cycle(edges)
+    if cycle and topology.max_hops is None:
+        problem("max_hops", f"the topology has a cycle ({' → '.join(cycle)}) and no hop bound: set max_hops")
+
+    if problems:
+        raise TopologyError(problems, source)
