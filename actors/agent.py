@@ -136,7 +136,8 @@ class Agent:
             except Exception as exc:  # noqa: BLE001 - any engine failure is retried, then routed
                 error = f"{type(exc).__name__}: {exc}"
                 bound.warning("engine_error", attempt=attempt + 1, error=error)
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+                if attempt < self.config.engine_retries:  # back off between tries, not after the last
+                    await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
         return None, error
 
     def _would_reject(self, result: EngineResult, alpha: float) -> tuple[bool, float | None]:

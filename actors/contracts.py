@@ -70,7 +70,7 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         return {hop.agent for hop in self.trail}
 
 
-class Totals(msgspec.Struct, omit_defaults=True):
+class Totals(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Cumulative view over the trail: every agent that ran, rejects included."""
 
     hops: int = 0

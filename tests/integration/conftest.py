@@ -146,3 +146,25 @@ def client_factory(kafka_bootstrap):
 
 
 TRACE = Path(__file__).resolve().parents[2] / "examples" / "replay-trace.jsonl"
+
+
+def make_trace(path: Path, outcomes: dict[str, dict[str, dict[str, Any]]], prompts: dict[str, str] | None = None) -> Path:
+    """Write a replay trace: outcomes[query_id][agent] = {decision, confidence, correct, ...}."""
+    lines = []
+    for qid, per_agent in outcomes.items():
+        for agent, fields in per_agent.items():
+            record = {"query_id": qid, "agent": agent, "correct": fields.get("correct", True),
+                      "answer": fields.get("answer", f"{agent}:{qid}"), "tokens_in": 10, "tokens_out": 5,
+                      "prompt": (prompts or {}).get(qid, f"prompt of {qid}")}
+            record.update({k: v for k, v in fields.items() if k not in record or k in ("correct", "answer")})
+            lines.append(msgspec.json.encode(record).decode())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def replay_agent(name: str, cost: float, trace: Path, next_: list[str] | None = None, **extra: Any) -> dict[str, Any]:
+    agent = {"name": name, "cost": cost, "engine": {"type": "replay", "trace": str(trace)}}
+    if next_:
+        agent["next"] = next_
+    agent.update(extra)
+    return agent

