@@ -12,6 +12,8 @@ stops too and memory stays bounded.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -63,6 +65,7 @@ class AgentWorker:
         self._loop_task: asyncio.Task | None = None
         self._commit_task: asyncio.Task | None = None
         self._started_at = time.time()
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}"
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -234,6 +237,7 @@ class AgentWorker:
     def snapshot(self) -> dict[str, Any]:
         return {
             "agent": self.config.name,
+            "replica": self.replica_id,
             "in_flight": len(self._tasks),
             "assigned": sorted(f"{tp.topic}:{tp.partition}" for tp in (self._consumer.assignment() if self._consumer else ())),
             "uptime_s": round(time.time() - self._started_at, 1),
