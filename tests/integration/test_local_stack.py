@@ -1,0 +1,52 @@
+"""`disrouter up` → `ask` → `down`: the README's first command path, with real processes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from disrouter.actors.contracts import Answer
+from disrouter.topology.stack import _ray_pids, read_state
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(*args, env, timeout=600):
+    return subprocess.run([sys.executable, "-m", "disrouter.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_up_ask_down_owns_its_processes(tmp_path):
+    run_dir = Path("/tmp") / f"dr-up-{os.getpid()}"  # short: Ray socket paths have a length limit
+    env = {**os.environ, "DISROUTER_LOG_LEVEL": "WARNING"}
+    up = _cli("up", str(ROOT / "examples" / "chain.yaml"), "--run-dir", str(run_dir), env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = read_state(run_dir)
+        assert state is not None and state.namespace == "chain"
+        assert state.bootstrap.startswith("127.0.0.1:")
+        pids = _ray_pids(Path(state.ray_temp_dir))
+        assert pids and all(Path(f"/proc/{p}").exists() for p in pids)
+
+        # demo-1 ("What is 43 * 21?"): small rejects it, medium answers (see the replay trace).
+        ask = _cli("ask", "What is 43 * 21?", "--run-dir", str(run_dir), "--json", env=env, timeout=120)
+        assert ask.returncode == 0, ask.stdout + ask.stderr
+        answer = msgspec.json.decode(ask.stdout.strip().splitlines()[-1], type=Answer)
+        assert answer.status == "answered" and answer.answer == "903"
+        assert [h.agent for h in answer.trail] == ["small", "medium"]
+        assert [h.decision for h in answer.trail] == ["reject", "answer"]
+    finally:
+        down = _cli("down", "--run-dir", str(run_dir), env=env, timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert read_state(run_dir) is None
+    assert not any(Path(f"/proc/{p}").exists() and not _zombie(p) for p in pids + [state.broker_pid])
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return False
