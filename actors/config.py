@@ -25,6 +25,9 @@ class KafkaSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     heartbeat_interval_ms: int = 1000
     commit_interval_ms: int = 200
     linger_ms: int = 2
+    # How long a fetch may wait on the broker for data. Tansu holds a fetch for the full wait
+    # when a partition is idle, which adds this much to every hop's latency: keep it short.
+    fetch_max_wait_ms: int = 20
     create_topics: bool = True  # agents create missing topics at start (idempotent)
     # A new agent group starts from the earliest offset: queries produced before the agent
     # came up are still answered rather than skipped.

@@ -36,6 +36,7 @@ def make_consumer(spec: KafkaSpec, *topics: str, group_id: str | None, **overrid
         auto_offset_reset=spec.auto_offset_reset,
         session_timeout_ms=spec.session_timeout_ms,
         heartbeat_interval_ms=spec.heartbeat_interval_ms,
+        fetch_max_wait_ms=spec.fetch_max_wait_ms,
     )
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

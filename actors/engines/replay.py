@@ -17,6 +17,7 @@ import msgspec
 
 from disrouter.actors.decision import REJECT_PHRASE
 from disrouter.actors.engine import EngineRequest, EngineResult
+from disrouter.actors.engines.prompting import offers_reject
 from disrouter.actors.errors import EngineError
 from disrouter.actors.trace import TraceRecord, read_trace
 
@@ -88,7 +89,10 @@ class ReplayEngine:
             return EngineResult(text=REJECT_PHRASE, confidence=0.0, decision="reject")
         if self.options.simulate_latency and record.latency_ms:
             await asyncio.sleep(record.latency_ms * self.options.latency_scale / 1000.0)
-        rejects = record.decision == "reject" and request.allow_reject
+        # Say the reject phrase only where a model's prompt offers it: not at a terminal agent,
+        # and not in confidence mode, where the agent decides from the probability and needs
+        # the answer text (as a live model, asked to always answer, would give it).
+        rejects = record.decision == "reject" and offers_reject(request)
         return EngineResult(
             text=REJECT_PHRASE if rejects else _render(record),
             tokens_in=record.tokens_in or 0,
