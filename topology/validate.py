@@ -105,11 +105,9 @@ def validate(topology: Topology, source: str | None = None) -> None:
         problem("max_hops", f"must be within [1, limits.max_hops={topology.limits.max_hops}], got {topology.max_hops}")
     if topology.kafka.partitions < 1:
         problem("kafka.partitions", f"must be ≥ 1, got {topology.kafka.partitions}")
-    if problems:  # the graph checks below assume names and edges are sound
-        raise TopologyError(problems, source)
-
-    edges = {a.name: list(a.next) for a in topology.agents}
-    reachable = _reachable(topology.entry_agent, edges)
+    # Graph checks run on the known part of the graph, so one file shows every problem at once.
+    edges = {a.name: [n for n in a.next if n in names] for a in topology.agents}
+    reachable = _reachable(topology.entry_agent, edges) if topology.entry_agent in names else set(names)
     for i, agent in enumerate(topology.agents):
         if agent.name not in reachable:
             problem(f"agents[{i}] ({agent.name})", f"unreachable from the entry agent {topology.entry_agent!r}")
