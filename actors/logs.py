@@ -11,6 +11,17 @@ import structlog
 _configured = False
 
 
+class _Stderr:
+    """Whatever sys.stderr is at write time: a logger built earlier must not keep a stale one
+    (pytest swaps stderr per test; Ray redirects it per worker)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str | None = None) -> None:
     global _configured
     if _configured:
@@ -24,7 +35,7 @@ def configure_logging(level: str | None = None) -> None:
             structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event", "query_id", "agent"], drop_missing=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(_Stderr()),
         cache_logger_on_first_use=True,
     )
     _configured = True
