@@ -76,7 +76,7 @@ class Agent:
             peer = next_hop(cfg.policy, query, cfg.next)
             if peer is None:
                 exhausted_reason = f"no unvisited candidate left after {cfg.name!r}"
-        must_answer = cfg.terminal or (peer is None and cfg.on_exhausted == "force")
+        must_answer = cfg.terminal or query.force_answer or (peer is None and cfg.on_exhausted == "force")
 
         request = EngineRequest(
             query_id=query.id or "",

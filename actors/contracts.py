@@ -64,6 +64,9 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     max_hops: int | None = None
     tags: list[str] = []
     metadata: dict[str, Any] = {}
+    # The receiving agent must answer (as if it were terminal): how every agent's own answer
+    # to every question is recorded for baselines and the oracle (`disrouter eval --forced-alone`).
+    force_answer: bool = False
     trail: list[Hop] = []
 
     def visited(self) -> set[str]:

@@ -30,11 +30,11 @@ _NUMBER_RE = re.compile(_NUMBER)
 
 # Markers that introduce the final answer, strongest first.
 _MARKERS = [
-    re.compile(r"the\s+(?:final\s+)?answer\s+is\s*[:：]?\s*(?P<rest>.*)", re.IGNORECASE),
+    re.compile(r"(?:the\s+)?(?:final\s+|correct\s+|right\s+)?answer\s+is\s*[:：]?\s*(?P<rest>.*)", re.IGNORECASE),
     re.compile(r"####\s*(?P<rest>.*)"),
     re.compile(r"\\boxed\s*\{(?P<rest>[^{}]*)\}"),
     re.compile(r"\"answer\"\s*:\s*\"?(?P<rest>[^\"\n}]*)"),
-    re.compile(r"(?:^|\n)\s*\**(?:final\s+)?answer\**\s*[:：]\s*\**(?P<rest>.*)", re.IGNORECASE),
+    re.compile(r"\b(?:final\s+)?answer\**\s*[:：]\s*\**(?P<rest>.*)", re.IGNORECASE),
 ]
 
 
@@ -101,15 +101,15 @@ def extract_choice(text: str, letters: str = "ABCD") -> str | None:
     """
     if not text:
         return None
-    valid = f"[{letters}{letters.lower()}]"
-    # A letter standing alone: wrapped in () [] ** or followed by . ) : or the end.
-    lone = re.compile(rf"^\W*\(?\[?\**(?P<l>{valid})\**\]?\)?(?:[.):]|\s*$|\s+[-–—]|\s)")
+    # A capital letter standing alone: wrapped in () [] ** or followed by . ) : , a space or
+    # the end. Lower case only inside brackets, so "the answer is a bit tricky" picks nothing.
+    lone = re.compile(rf"^\W*?(?:\((?P<p>[{letters}{letters.lower()}])\)|\[?\**(?P<l>[{letters}])\**\]?\)?(?:[.):,]|\s|$))")
     for segment in _marked_segments(text):
-        match = lone.match(segment.strip() + " ")
+        match = lone.match(segment.strip())
         if match:
-            return match.group("l").upper()
+            return (match.group("p") or match.group("l")).upper()
         # "The answer is option C" / "answer is choice (C)".
-        match = re.match(rf"\W*(?:option|choice|letter)\s*\(?(?P<l>{valid})\b", segment.strip(), re.IGNORECASE)
+        match = re.match(rf"\W*(?:option|choice|letter)\s*\(?(?P<l>[{letters}{letters.lower()}])\b", segment.strip(), re.IGNORECASE)
         if match:
             return match.group("l").upper()
     stripped = text.strip()

@@ -488,3 +488,15 @@ async def test_tree_routing_by_tags_through_the_agent():
     assert out.peer.name == "math"
     out = await run(cfgs["triage"], rejects(), Query(prompt="p", id="q", tags=["poetry"]))
     assert out.peer.name == "code"  # no match: the cheapest child
+
+
+async def test_force_answer_makes_any_agent_answer_like_a_terminal():
+    configs = chain(3)
+    engine = rejects()
+    outcome = await run(configs["a0"], engine, Query(id="q", prompt="p", force_answer=True))
+    assert isinstance(outcome, Final)
+    assert outcome.answer.agent == "a0" and outcome.answer.forced
+    assert outcome.answer.answer == "forced answer"
+    assert engine.requests[0].allow_reject is False  # never offered the reject
+    # Without the flag the same agent passes the query on.
+    assert isinstance(await run(configs["a0"], rejects(), Query(id="q", prompt="p")), Forward)

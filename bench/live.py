@@ -1,0 +1,410 @@
+"""Live mode: run a data set through a deployed topology, grade, record a trace, report.
+
+Phases, each with bounded concurrency, a per-query timeout and a progress bar:
+
+1. deployed (one run per α): every question is produced to `<ns>.ingress` as a `Query`
+   (Kafka key = id, `alpha` set) and its `Answer` read back from `<ns>.answers`, matched by id;
+   copies of an answer (at-least-once delivery) are counted and dropped.
+2. forced alone (`--forced-alone`, once): every question is produced straight to each agent's
+   own topic `<ns>.agent.<name>` with `force_answer: true`. The runtime treats such a query as
+   if that agent were terminal: it answers (never passes it on), marks the hop `forced` when its
+   own rule said reject, and publishes the Answer as usual. This gives every agent's
+   answer (and confidence) on every question, which the baselines and the oracle need. An answer
+   from any other agent means the runtime ignored the flag; the run stops with that error.
+
+Query ids on the wire are `<item id>@<run>-<phase>`, unique per phase, so a late copy from one
+phase is never taken for an answer of another; the traces use the item id (the data set's id,
+e.g. GSM8K's `gsm8k-main-test-#17`, the id of the shared ZeroEval trace).
+
+Traces written (DESIGN.md format, one line per (query, agent)):
+
+- `deployed-alpha<α>.jsonl`: what happened, one line per hop of each answered query. The
+  answering hop: its graded answer. A reject hop: `decision: "reject"`, `answer` = the reject
+  phrase, `correct: false`. Its counterfactual correctness is unknown (the agent gave no
+  answer); the harness reads that combination as *unknown*, not wrong (see evalset.py).
+- `forced.jsonl`: each agent alone, forced: graded answer, confidence, latency; `decision` is
+  left empty (a forced run's decision is not the deployed one).
+- `trace-alpha<α>.jsonl`: the two merged, for offline re-analysis: every (query, agent) from
+  the forced run, with the deployed run's decision on the agents the query visited, and the
+  deployed answer on the agent that answered it (so replaying the recorded decisions gives
+  exactly the live result). Queries unanswered or timed out are left out and counted.
+
+The report is the replay harness run on `trace-alpha<α>.jsonl` (the deployed trace when there
+is no forced run), at that α; the recorded-decision row is labelled `disrouter-live`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+from aiokafka import TopicPartition
+from tqdm import tqdm
+
+from disrouter.actors import topics
+from disrouter.actors.config import KafkaSpec
+from disrouter.actors.contracts import Answer, Query
+from disrouter.actors.decision import REJECT_PHRASE, scenario_for_alpha
+from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.trace import TraceRecord, write_trace
+from disrouter.bench.evalset import Chain
+from disrouter.training.data import Item
+from disrouter.training.grading import is_correct
+
+log = structlog.get_logger("disrouter.bench")
+
+
+class LiveError(RuntimeError):
+    """The deployed topology did not behave as the live contract requires."""
+
+
+class PhaseStats(msgspec.Struct):
+    phase: str
+    sent: int
+    answered: int = 0
+    unanswered: int = 0  # an Answer with status "unanswered"
+    timeouts: int = 0
+    duplicates: int = 0  # extra copies of answers (or answers after their timeout), dropped
+    wall_s: float = 0.0
+
+
+class AnswerReader:
+    """Produce queries to any topic; match answers on the answers topic back by id.
+
+    No consumer group: it reads every partition of the answers topic from the end (resolved
+    before the first query is sent), so it only sees answers produced after it started and never
+    takes partitions from another reader.
+    """
+
+    def __init__(self, spec: KafkaSpec, answers_topic: str) -> None:
+        self.spec = spec
+        self.answers_topic = answers_topic
+        self.pending: dict[str, asyncio.Future[Answer]] = {}
+        self.finished: set[str] = set()
+        self.duplicates = 0
+        self._encoder = msgspec.json.Encoder()
+        self._decoder = msgspec.json.Decoder(Answer)
+
+    async def __aenter__(self) -> AnswerReader:
+        await ensure_topics(self.spec, [self.answers_topic])
+        self._producer = make_producer(self.spec)
+        self._consumer = make_consumer(self.spec, group_id=None, auto_offset_reset="latest")
+        await self._producer.start()
+        await self._consumer.start()
+        parts = self._consumer.partitions_for_topic(self.answers_topic)
+        while not parts:
+            await asyncio.sleep(0.05)
+            await self._consumer._client.force_metadata_update()
+            parts = self._consumer.partitions_for_topic(self.answers_topic)
+        tps = [TopicPartition(self.answers_topic, p) for p in sorted(parts)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _read(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    try:
+                        answer = self._decoder.decode(record.value)
+                    except msgspec.DecodeError:
+                        continue  # another writer's message: not ours to judge
+                    future = self.pending.get(answer.id)
+                    if future is not None and not future.done():
+                        future.set_result(answer)
+                    elif answer.id in self.finished or future is not None:
+                        self.duplicates += 1
+
+    async def ask(self, topic: str, query: Query, timeout_s: float) -> Answer | None:
+        assert query.id is not None
+        future = self.pending.setdefault(query.id, asyncio.get_running_loop().create_future())
+        await self._producer.send_and_wait(topic, self._encoder.encode(query), key=query.id.encode())
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            return None
+        finally:
+            self.pending.pop(query.id, None)
+            self.finished.add(query.id)
+
+
+async def run_phase(
+    reader: AnswerReader,
+    jobs: list[tuple[str, str, Query]],
+    *,
+    phase: str,
+    concurrency: int,
+    timeout_s: float,
+) -> tuple[dict[str, Answer], PhaseStats]:
+    """Ask every (key, topic, query) job; returns answers by key (timeouts absent)."""
+    semaphore = asyncio.Semaphore(concurrency)
+    answers: dict[str, Answer] = {}
+    stats = PhaseStats(phase, len(jobs))
+    started = time.perf_counter()
+    duplicates_before = reader.duplicates
+    bar = tqdm(total=len(jobs), desc=phase, unit="q")
+
+    async def one(key: str, topic: str, query: Query) -> None:
+        async with semaphore:
+            answer = await reader.ask(topic, query, timeout_s)
+        if answer is None:
+            stats.timeouts += 1
+            log.warning("live_timeout", phase=phase, query_id=query.id, timeout_s=timeout_s)
+        elif answer.status != "answered":
+            stats.unanswered += 1
+            answers[key] = answer
+        else:
+            stats.answered += 1
+            answers[key] = answer
+        bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(*job) for job in jobs))
+    finally:
+        bar.close()
+    await asyncio.sleep(0.3)  # let late copies arrive so they are counted, not mistaken
+    stats.duplicates = reader.duplicates - duplicates_before
+    stats.wall_s = round(time.perf_counter() - started, 3)
+    return answers, stats
+
+
+def _query(item: Item, qid: str, alpha: float, *, force_answer: bool = False) -> Query:
+    scenario = scenario_for_alpha(alpha)
+    return Query(
+        id=qid,
+        prompt=item.prompt,
+        alpha=alpha,
+        scenario=scenario if abs(scenario.alpha - alpha) < 1e-9 else None,
+        tags=[item.task],
+        metadata={"eval_item": item.id},
+        force_answer=force_answer,
+    )
+
+
+def _row(item: Item, agent: str, hop, *, answer: str | None, correct: bool, decision) -> TraceRecord:
+    return TraceRecord(
+        query_id=item.id,
+        agent=agent,
+        correct=correct,
+        answer=answer,
+        cost_usd=getattr(hop, "cost_usd", None),
+        latency_ms=getattr(hop, "latency_ms", None),
+        tokens_in=getattr(hop, "tokens_in", None),
+        tokens_out=getattr(hop, "tokens_out", None),
+        confidence=getattr(hop, "confidence", None),
+        decision=decision,
+        prompt=item.prompt,
+        task=item.task,
+        split=item.split,
+    )
+
+
+def deployed_records(items: list[Item], answers: dict[str, Answer]) -> list[TraceRecord]:
+    """One line per hop of each answered query (see the module doc for reject hops)."""
+    rows = []
+    for item in items:
+        answer = answers.get(item.id)
+        if answer is None or answer.status != "answered":
+            continue
+        for k, hop in enumerate(answer.trail):
+            final = k == len(answer.trail) - 1 and hop.agent == answer.agent and hop.decision == "answer"
+            if final:
+                rows.append(
+                    _row(item, hop.agent, hop, answer=answer.answer, correct=is_correct(item.kind, answer.answer, item.gold), decision="answer")
+                )
+            else:
+                rows.append(_row(item, hop.agent, hop, answer=REJECT_PHRASE, correct=False, decision=hop.decision))
+    return rows
+
+
+def forced_records(items: list[Item], chain: Chain, answers: dict[str, Answer]) -> list[TraceRecord]:
+    rows = []
+    for item in items:
+        for agent in chain.agents:
+            answer = answers.get(f"{item.id}|{agent}")
+            if answer is None or answer.status != "answered":
+                continue
+            if answer.agent != agent:
+                raise LiveError(
+                    f"a query forced onto {agent!r} was answered by {answer.agent!r}: the runtime does not "
+                    "honour Query.force_answer (see bench/live.py for the contract)"
+                )
+            hop = answer.trail[-1] if answer.trail else None
+            rows.append(
+                _row(item, agent, hop, answer=answer.answer, correct=is_correct(item.kind, answer.answer, item.gold), decision=None)
+            )
+    return rows
+
+
+def merge(deployed: list[TraceRecord], forced: list[TraceRecord]) -> list[TraceRecord]:
+    """Forced lines for every (query, agent), overlaid with what the deployed run did."""
+    visited = {(r.query_id, r.agent): r for r in deployed}
+    answered_queries = {r.query_id for r in deployed}
+    merged = []
+    for row in forced:
+        if row.query_id not in answered_queries:
+            continue  # the deployed run has no outcome for it: nothing to compare against
+        seen = visited.get((row.query_id, row.agent))
+        if seen is None:
+            merged.append(row)
+        elif seen.decision == "answer":
+            merged.append(seen)  # the agent that answered: its deployed answer is the outcome
+        else:
+            merged.append(msgspec.structs.replace(row, decision=seen.decision, latency_ms=seen.latency_ms, confidence=seen.confidence))
+    return merged
+
+
+class LiveRun(msgspec.Struct):
+    out: str
+    traces: dict[str, str]  # name → path
+    phases: list[PhaseStats]
+
+
+async def collect(
+    *,
+    items: list[Item],
+    chain: Chain,
+    namespace: str,
+    bootstrap: str,
+    alphas: list[float],
+    out: Path,
+    concurrency: int = 16,
+    timeout_s: float = 300.0,
+    forced_alone: bool = False,
+    run_id: str | None = None,
+) -> LiveRun:
+    """Run the phases against a deployed topology and write the traces; returns where they are."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or uuid.uuid4().hex[:8]
+    spec = KafkaSpec(bootstrap_servers=bootstrap)
+    traces: dict[str, str] = {}
+    phases: list[PhaseStats] = []
+    async with AnswerReader(spec, topics.answers(namespace)) as reader:
+        forced_rows: list[TraceRecord] | None = None
+        if forced_alone:
+            jobs = [
+                (f"{item.id}|{agent}", topics.agent(namespace, agent), _query(item, f"{item.id}@{run_id}-forced-{agent}", alphas[0], force_answer=True))
+                for agent in chain.agents
+                for item in items
+            ]
+            answers, stats = await run_phase(reader, jobs, phase="forced alone", concurrency=concurrency, timeout_s=timeout_s)
+            phases.append(stats)
+            forced_rows = forced_records(items, chain, answers)
+            path = out / "forced.jsonl"
+            write_trace(path, forced_rows)
+            traces["forced"] = str(path)
+        for alpha in alphas:
+            jobs = [(item.id, topics.ingress(namespace), _query(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
+            answers, stats = await run_phase(reader, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
+            phases.append(stats)
+            rows = deployed_records(items, answers)
+            path = out / f"deployed-alpha{alpha:g}.jsonl"
+            write_trace(path, rows)
+            traces[f"deployed-alpha{alpha:g}"] = str(path)
+            if forced_rows is not None:
+                path = out / f"trace-alpha{alpha:g}.jsonl"
+                write_trace(path, merge(rows, forced_rows))
+                traces[f"trace-alpha{alpha:g}"] = str(path)
+    run = LiveRun(str(out), traces, phases)
+    (out / "live-summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(run), indent=2) + b"\n")
+    return run
+
+
+def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: float, seed: int, embedder_factory: Callable[[], Any] | None, methods: list[str] | None = None):
+    """The replay harness on each α's trace; the recorded-decision row becomes `disrouter-live`."""
+    from disrouter.actors.trace import read_trace
+    from disrouter.bench.evalset import split_records
+    from disrouter.bench.harness import Evaluation, evaluate
+
+    if methods:  # in live mode the recorded-decision method goes by its live name
+        methods = ["disrouter-recorded" if m == "disrouter-live" else m for m in methods]
+    combined: Evaluation | None = None
+    for alpha in alphas:
+        key = f"trace-alpha{alpha:g}" if f"trace-alpha{alpha:g}" in run.traces else f"deployed-alpha{alpha:g}"
+        records = read_trace(run.traces[key])
+        if not records:
+            raise LiveError(f"no query was answered at α={alpha:g}; see {run.out}/live-summary.json")
+        splits = split_records(records, chain, seed=seed)
+        part = evaluate(splits, alphas=[alpha], gamma=gamma, seed=seed, methods=methods, embedder_factory=embedder_factory,
+                        extra_info={"live": run.out})
+        for r in part.results:
+            if r.method == "disrouter-recorded":
+                r.method = "disrouter-live"
+        part.skipped = {("disrouter-live" if k == "disrouter-recorded" else k): v for k, v in part.skipped.items()}
+        if combined is None:
+            combined = part
+            combined.info["traces"] = {}
+        else:
+            combined.results += part.results
+            combined.skipped.update(part.skipped)
+            combined.calibrations.update(part.calibrations)
+        combined.info["traces"][f"{alpha:g}"] = run.traces[key]
+    assert combined is not None
+    combined.info["alphas"] = list(alphas)
+    combined.info["phases"] = [msgspec.to_builtins(p) for p in run.phases]
+    return combined
+
+
+def run_live_command(args: argparse.Namespace) -> int:
+    """`disrouter eval --live`: collect, evaluate, print and write the report."""
+    from disrouter.bench import report
+    from disrouter.bench.commands import build_embedder_factory
+    from disrouter.bench.evalset import EvalInputError
+    from disrouter.topology.load import load_topology
+    from disrouter.training.data import load
+
+    if not args.topology:
+        raise EvalInputError("--live needs --topology (the deployed topology file)")
+    _, topology = load_topology(args.topology)
+    chain, gamma = Chain.from_topology(args.topology)
+    gamma = gamma if args.gamma is None else args.gamma
+    dataset = load(args.dataset, limit=args.limit, train_fraction=args.train_fraction, seed=args.seed)
+    out = Path(args.out)
+    run = asyncio.run(
+        collect(
+            items=dataset.items,
+            chain=chain,
+            namespace=topology.namespace,
+            bootstrap=args.bootstrap or topology.kafka.bootstrap_servers,
+            alphas=args.alphas,
+            out=out / "live",
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            forced_alone=args.forced_alone,
+        )
+    )
+    for stats in run.phases:
+        print(
+            f"{stats.phase}: {stats.answered}/{stats.sent} answered, {stats.unanswered} unanswered, "
+            f"{stats.timeouts} timed out, {stats.duplicates} duplicate answers dropped, {stats.wall_s:.1f} s"
+        )
+    evaluation = evaluate_run(
+        run,
+        chain,
+        args.alphas,
+        gamma=gamma,
+        seed=args.seed,
+        embedder_factory=build_embedder_factory(args.embedder, args.embed_cache),
+        methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
+    )
+    print(report.table(evaluation))
+    written = report.write(evaluation, out, plots=not args.no_plots)
+    print("\nwrote " + ", ".join(str(p) for p in written))
+    return 0

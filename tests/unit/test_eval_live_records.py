@@ -1,0 +1,91 @@
+"""Live mode's trace writing, without a broker: answers in, replay-trace lines out."""
+
+import math
+
+import numpy as np
+import pytest
+
+from disrouter.actors.contracts import Answer, Hop
+from disrouter.actors.decision import REJECT_PHRASE
+from disrouter.bench.evalset import Chain, build
+from disrouter.bench.live import LiveError, deployed_records, forced_records, merge
+from disrouter.bench.methods.disrouter import Recorded
+from disrouter.bench.methods import Context
+from disrouter.bench.metrics import score
+from disrouter.training.data import Item
+
+CHAIN = Chain(("small", "large"), (0.1, 0.9))
+ITEMS = [
+    Item("g-1", "gsm8k", "2 + 2?", "4", "numeric", "test"),
+    Item("g-2", "gsm8k", "3 * 3?", "9", "numeric", "test"),
+    Item("g-3", "gsm8k", "10 - 1?", "9", "numeric", "test"),
+]
+
+
+def hop(agent, decision, **kw):
+    return Hop(agent=agent, decision=decision, latency_ms=kw.pop("latency_ms", 10.0), cost=0.1 if agent == "small" else 0.9, **kw)
+
+
+def answered(qid, agent, text, trail, **kw):
+    return Answer(id=qid, status="answered", alpha=0.5, answer=text, agent=agent, trail=trail, **kw)
+
+
+DEPLOYED = {
+    # small answers right
+    "g-1": answered("g-1", "small", "The answer is: 4", [hop("small", "answer", confidence=0.9)]),
+    # small rejects, large answers wrong
+    "g-2": answered("g-2", "large", "The answer is: 8", [hop("small", "reject", confidence=0.2), hop("large", "answer", latency_ms=30.0)]),
+    # nobody: this query is left out of the trace
+    "g-3": Answer(id="g-3", status="unanswered", alpha=0.5, reason="exhausted", trail=[hop("small", "reject")]),
+}
+
+
+def test_deployed_lines_grade_the_answer_and_leave_reject_hops_unknown():
+    rows = deployed_records(ITEMS, DEPLOYED)
+    assert [(r.query_id, r.agent, r.decision, r.correct) for r in rows] == [
+        ("g-1", "small", "answer", True),
+        ("g-2", "small", "reject", False),
+        ("g-2", "large", "answer", False),
+    ]
+    reject = rows[1]
+    assert reject.answer == REJECT_PHRASE and reject.confidence == 0.2
+    assert rows[0].split == "test" and rows[0].prompt == "2 + 2?" and rows[2].latency_ms == 30.0
+    table = build(rows, CHAIN)
+    assert math.isnan(table.correct[1, 0])  # g-2 at small: unknown, not wrong
+    # Replaying the recorded decisions gives back what happened: g-1 small (right), g-2 large (wrong).
+    routing = Recorded().route(Context(None, table.hidden(), 0.5, 0.5, 0))
+    result = score("disrouter-live", "disrouter", routing, table, 0.5, seed=0)
+    assert result.accuracy == 0.5 and result.cost == pytest.approx(0.5)
+    assert result.cumulative_cost == pytest.approx((0.1 + 1.0) / 2)
+    assert result.latency_ms == pytest.approx((10 + 40) / 2)
+
+
+def forced_answers(override=None):
+    texts = {("g-1", "small"): "4", ("g-1", "large"): "4", ("g-2", "small"): "9", ("g-2", "large"): "8", ("g-3", "small"): "1", ("g-3", "large"): "9"}
+    answers = {
+        f"{q}|{a}": answered(q, a, t, [hop(a, "answer", confidence=0.5, latency_ms=5.0)]) for (q, a), t in texts.items()
+    }
+    answers.update(override or {})
+    return answers
+
+
+def test_forced_lines_and_the_merge():
+    forced = forced_records(ITEMS, CHAIN, forced_answers())
+    assert len(forced) == 6 and all(r.decision is None for r in forced)
+    assert {(r.query_id, r.agent): r.correct for r in forced}[("g-2", "small")] is True
+    merged = merge(deployed_records(ITEMS, DEPLOYED), forced)
+    by = {(r.query_id, r.agent): r for r in merged}
+    assert set(by) == {("g-1", "small"), ("g-1", "large"), ("g-2", "small"), ("g-2", "large")}  # g-3 unanswered live
+    # g-2 at small: the deployed decision (reject) with the forced answer's correctness (right!).
+    assert by[("g-2", "small")].decision == "reject" and by[("g-2", "small")].correct is True
+    assert by[("g-2", "small")].latency_ms == 10.0  # what the deployed hop took
+    # The answering agent keeps its deployed answer; an unvisited agent has no decision.
+    assert by[("g-2", "large")].answer == "The answer is: 8" and by[("g-1", "large")].decision is None
+    table = build(merged, CHAIN)
+    assert not np.isnan(table.correct).any()
+
+
+def test_a_forced_query_answered_by_another_agent_means_the_hook_is_missing():
+    wrong = answered("g-1", "large", "4", [hop("small", "reject"), hop("large", "answer")])
+    with pytest.raises(LiveError, match="force_answer"):
+        forced_records(ITEMS, CHAIN, forced_answers({"g-1|small": wrong}))
