@@ -25,6 +25,9 @@ class Client:
         self.namespace = namespace
         self.answers_topic = answers_topic or topics.answers(namespace)
         self._pending: dict[str, asyncio.Future[Answer]] = {}
+        self._finished: set[str] = set()
+        # Extra copies of answers (at-least-once delivery), or answers after their ask timed out.
+        self.duplicates = 0
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(Answer)
         self._reader: asyncio.Task | None = None
@@ -69,20 +72,25 @@ class Client:
                     future = self._pending.get(answer.id)
                     if future is not None and not future.done():
                         future.set_result(answer)
+                    elif future is not None or answer.id in self._finished:
+                        self.duplicates += 1
 
-    async def submit(self, query: Query) -> asyncio.Future[Answer]:
-        """Produce a query; returns a future resolved with its answer."""
+    async def submit(self, query: Query, topic: str | None = None) -> asyncio.Future[Answer]:
+        """Produce a query (to the ingress, or straight to an agent's topic); returns a future
+        resolved with its answer."""
         if query.id is None:
             query.id = f"q-{uuid.uuid4().hex[:12]}"
         future = self._pending.setdefault(query.id, asyncio.get_running_loop().create_future())
         await self._producer.send_and_wait(
-            topics.ingress(self.namespace), self._encoder.encode(query), key=query.id.encode()
+            topic or topics.ingress(self.namespace), self._encoder.encode(query), key=query.id.encode()
         )
         return future
 
-    async def ask(self, query: Query, timeout_s: float = 120.0) -> Answer:
-        future = await self.submit(query)
+    async def ask(self, query: Query, timeout_s: float = 120.0, topic: str | None = None) -> Answer:
+        """Produce a query and wait for its answer; raises TimeoutError after `timeout_s`."""
+        future = await self.submit(query, topic)
         try:
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._pending.pop(query.id or "", None)
+            self._finished.add(query.id or "")

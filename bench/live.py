@@ -45,14 +45,12 @@ from typing import Any
 
 import msgspec
 import structlog
-from aiokafka import TopicPartition
 from tqdm import tqdm
 
 from disrouter.actors import topics
-from disrouter.actors.config import KafkaSpec
 from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.decision import REJECT_PHRASE, scenario_for_alpha
-from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.client import Client
 from disrouter.actors.trace import TraceRecord, write_trace
 from disrouter.bench.evalset import Chain
 from disrouter.training.data import Item
@@ -75,78 +73,8 @@ class PhaseStats(msgspec.Struct):
     wall_s: float = 0.0
 
 
-class AnswerReader:
-    """Produce queries to any topic; match answers on the answers topic back by id.
-
-    No consumer group: it reads every partition of the answers topic from the end (resolved
-    before the first query is sent), so it only sees answers produced after it started and never
-    takes partitions from another reader.
-    """
-
-    def __init__(self, spec: KafkaSpec, answers_topic: str) -> None:
-        self.spec = spec
-        self.answers_topic = answers_topic
-        self.pending: dict[str, asyncio.Future[Answer]] = {}
-        self.finished: set[str] = set()
-        self.duplicates = 0
-        self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.json.Decoder(Answer)
-
-    async def __aenter__(self) -> AnswerReader:
-        await ensure_topics(self.spec, [self.answers_topic])
-        self._producer = make_producer(self.spec)
-        self._consumer = make_consumer(self.spec, group_id=None, auto_offset_reset="latest")
-        await self._producer.start()
-        await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.answers_topic)
-        while not parts:
-            await asyncio.sleep(0.05)
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.answers_topic)
-        tps = [TopicPartition(self.answers_topic, p) for p in sorted(parts)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:
-            await self._consumer.position(tp)
-        self._task = asyncio.create_task(self._read())
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        await self._consumer.stop()
-        await self._producer.stop()
-
-    async def _read(self) -> None:
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                for record in records:
-                    try:
-                        answer = self._decoder.decode(record.value)
-                    except msgspec.DecodeError:
-                        continue  # another writer's message: not ours to judge
-                    future = self.pending.get(answer.id)
-                    if future is not None and not future.done():
-                        future.set_result(answer)
-                    elif answer.id in self.finished or future is not None:
-                        self.duplicates += 1
-
-    async def ask(self, topic: str, query: Query, timeout_s: float) -> Answer | None:
-        assert query.id is not None
-        future = self.pending.setdefault(query.id, asyncio.get_running_loop().create_future())
-        await self._producer.send_and_wait(topic, self._encoder.encode(query), key=query.id.encode())
-        try:
-            return await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            return None
-        finally:
-            self.pending.pop(query.id, None)
-            self.finished.add(query.id)
-
-
 async def run_phase(
-    reader: AnswerReader,
+    client: Client,
     jobs: list[tuple[str, str, Query]],
     *,
     phase: str,
@@ -158,12 +86,15 @@ async def run_phase(
     answers: dict[str, Answer] = {}
     stats = PhaseStats(phase, len(jobs))
     started = time.perf_counter()
-    duplicates_before = reader.duplicates
+    duplicates_before = client.duplicates
     bar = tqdm(total=len(jobs), desc=phase, unit="q")
 
     async def one(key: str, topic: str, query: Query) -> None:
         async with semaphore:
-            answer = await reader.ask(topic, query, timeout_s)
+            try:
+                answer = await client.ask(query, timeout_s, topic)
+            except TimeoutError:
+                answer = None
         if answer is None:
             stats.timeouts += 1
             log.warning("live_timeout", phase=phase, query_id=query.id, timeout_s=timeout_s)
@@ -180,7 +111,7 @@ async def run_phase(
     finally:
         bar.close()
     await asyncio.sleep(0.3)  # let late copies arrive so they are counted, not mistaken
-    stats.duplicates = reader.duplicates - duplicates_before
+    stats.duplicates = client.duplicates - duplicates_before
     stats.wall_s = round(time.perf_counter() - started, 3)
     return answers, stats
 
@@ -293,10 +224,9 @@ async def collect(
     """Run the phases against a deployed topology and write the traces; returns where they are."""
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or uuid.uuid4().hex[:8]
-    spec = KafkaSpec(bootstrap_servers=bootstrap)
     traces: dict[str, str] = {}
     phases: list[PhaseStats] = []
-    async with AnswerReader(spec, topics.answers(namespace)) as reader:
+    async with Client(bootstrap, namespace) as client:
         forced_rows: list[TraceRecord] | None = None
         if forced_alone:
             jobs = [
@@ -304,7 +234,7 @@ async def collect(
                 for agent in chain.agents
                 for item in items
             ]
-            answers, stats = await run_phase(reader, jobs, phase="forced alone", concurrency=concurrency, timeout_s=timeout_s)
+            answers, stats = await run_phase(client, jobs, phase="forced alone", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
             forced_rows = forced_records(items, chain, answers)
             path = out / "forced.jsonl"
@@ -312,7 +242,7 @@ async def collect(
             traces["forced"] = str(path)
         for alpha in alphas:
             jobs = [(item.id, topics.ingress(namespace), _query(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
-            answers, stats = await run_phase(reader, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
+            answers, stats = await run_phase(client, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
             rows = deployed_records(items, answers)
             path = out / f"deployed-alpha{alpha:g}.jsonl"
