@@ -19,7 +19,7 @@ agents, reachability, cycles) live in `validate.py`.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 

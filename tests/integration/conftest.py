@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from disrouter.actors.contracts import Answer, DeadLetter, Query
+from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
 from disrouter.actors.config import KafkaSpec
 from disrouter.topology.stack import Broker, free_port

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import msgspec
-import pytest
 
 from disrouter.actors.contracts import Answer
 from disrouter.topology.stack import _ray_pids, read_state

@@ -2,8 +2,6 @@
 
 import asyncio
 
-import msgspec
-import pytest
 from aiokafka import TopicPartition
 
 from disrouter.actors.contracts import Query
