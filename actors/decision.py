@@ -110,6 +110,28 @@ def classify_prefix(text: str, *, final: bool = False) -> PrefixState:
     return PrefixState.ANSWER
 
 
+class RejectWatch:
+    """What a streaming engine feeds its reply to, chunk by chunk, for cheap rejects.
+
+    `feed(text_so_far)` returns True the moment the reply can only be the reject phrase (stop
+    generating there); once the reply is certain to be an answer it stops looking.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.rejected = False
+
+    def feed(self, text: str) -> bool:
+        if not self.active or not text:
+            return False
+        state = classify_prefix(text)
+        if state is PrefixState.UNDECIDED:
+            return False
+        self.active = False
+        self.rejected = state is PrefixState.REJECT
+        return self.rejected
+
+
 def is_reject(text: str) -> bool:
     """True when a complete reply is the paper's reject phrase."""
     return classify_prefix(text, final=True) is PrefixState.REJECT

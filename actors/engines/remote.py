@@ -28,7 +28,7 @@ import httpx
 import msgspec
 import structlog
 
-from disrouter.actors.decision import PrefixState, classify_prefix
+from disrouter.actors.decision import RejectWatch
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.actors.engines.prompting import (
     PromptStyle,
@@ -232,9 +232,8 @@ class OpenAIEngine:
         pieces: list[tuple[str, float]] = []
         usage: dict[str, Any] = {}
         chunks = 0
-        decided = False
         stopped = False
-        watch = offers_reject(request) and request.stop_on_reject
+        watch = RejectWatch(offers_reject(request) and request.stop_on_reject)
         started = time.perf_counter()
         async with self._client.stream("POST", "/chat/completions", content=body) as response:
             if response.status_code >= 400:
@@ -256,13 +255,10 @@ class OpenAIEngine:
                         chunks += 1
                         text.append(delta)
                     pieces.extend(_logprob_pieces(choice.get("logprobs")))
-                if not decided and watch and text:
-                    state = classify_prefix("".join(text))
-                    if state is PrefixState.REJECT:
-                        # Leaving the block closes the connection: the server stops generating.
-                        stopped = True
-                        break
-                    decided = state is PrefixState.ANSWER
+                if watch.feed("".join(text)):
+                    # Leaving the block closes the connection: the server stops generating.
+                    stopped = True
+                    break
         reply = "".join(text)
         tokens_out = int(usage.get("completion_tokens") or 0)
         if stopped or not tokens_out:

@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from disrouter.actors.decision import PrefixState, classify_prefix
+from disrouter.actors.decision import RejectWatch
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.actors.engines.prompting import (
     PromptStyle,
@@ -242,11 +242,11 @@ class VLLMEngine:
         ids = self.prompt_ids(request)
         # Unique per call: an at-least-once redelivery may bring the same query id twice.
         request_id = f"{self.agent}:{request.query_id or 'q'}:{next(self._seq)}"
-        watch = offers_reject(request) and request.stop_on_reject
+        watch = RejectWatch(offers_reject(request) and request.stop_on_reject)
         text: list[str] = []
         pieces: list[tuple[str, float]] = []
         tokens_out = 0
-        decided = stopped = False
+        stopped = False
         stream = self._llm.generate(_token_prompt(ids), self._sampling(request), request_id, lora_request=self._lora)
         try:
             async for output in stream:
@@ -258,12 +258,9 @@ class VLLMEngine:
                     for token_id, position in zip(completion.token_ids, completion.logprobs):
                         entry = position.get(token_id) or next(iter(position.values()))
                         pieces.append((entry.decoded_token or "", entry.logprob))
-                if watch and not decided and text:
-                    state = classify_prefix("".join(text))
-                    if state is PrefixState.REJECT:
-                        stopped = True
-                        break
-                    decided = state is PrefixState.ANSWER
+                if watch.feed("".join(text)):
+                    stopped = True
+                    break
         except asyncio.CancelledError:
             raise
         except Exception as exc:

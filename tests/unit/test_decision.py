@@ -315,3 +315,15 @@ def test_calibrations_decode_by_their_type_tag():
         msgspec.convert({"type": "beta"}, AnyCalibration)
     with pytest.raises(msgspec.ValidationError, match="c"):
         msgspec.convert({"type": "platt", "c": 1.0}, AnyCalibration)
+
+
+def test_reject_watch_stops_on_the_phrase_and_stops_looking_once_answering():
+    from disrouter.actors.decision import RejectWatch
+
+    watch = RejectWatch(active=True)
+    assert [watch.feed(t) for t in ["I", "I don", "I don't know"]] == [False, False, False]
+    assert watch.feed("I don't know!") is True and watch.rejected
+    answering = RejectWatch(active=True)
+    assert answering.feed("The answer") is False and not answering.rejected
+    assert answering.feed("The answer. I don't know!") is False  # decided: no longer looking
+    assert RejectWatch(active=False).feed("I don't know!") is False
