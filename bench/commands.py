@@ -58,26 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class _Stderr:
-    """Whatever sys.stderr is at write time (a logger built earlier must not keep a stale one)."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
 def run(args: argparse.Namespace) -> int:
-    import structlog
-
     from disrouter.actors.errors import TraceFormatError
     from disrouter.bench.evalset import EvalInputError
     from disrouter.training.data import DataError
 
-    if not structlog.is_configured():
-        # Logs go to stderr, so stdout carries the table alone.
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
     try:
         if args.live:
             from disrouter.bench.live import run_live_command
