@@ -147,8 +147,9 @@ def write_state(state: StackState) -> None:
     path.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
 
 
-def ray_bin() -> str:
-    return shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+def ray_bin(name: str = "ray") -> str:
+    """A Ray console script (`ray`, `serve`) of this interpreter's environment."""
+    return shutil.which(name, path=os.path.dirname(sys.executable)) or name
 
 
 def start_ray_head(run_dir: Path, env: dict[str, str]) -> tuple[str, str, int, int, list[int]]:
@@ -210,8 +211,6 @@ def local_env() -> dict[str, str]:
     return env
 
 
-def json_dump(obj: object) -> str:
-    return json.dumps(obj, indent=2, default=str)
 
 
 # --- up / down -------------------------------------------------------------------------------
@@ -266,10 +265,8 @@ def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | N
 
         log(f"deploying {topology_file} (namespace {topology.namespace!r}) with `serve deploy` …")
         dashboard = f"http://127.0.0.1:{dashboard_port}"
-        subprocess.run([ray_bin(), "--version"], check=False, capture_output=True)
-        serve_cli = shutil.which("serve", path=os.path.dirname(sys.executable)) or "serve"
         with open(run_dir / "serve-deploy.log", "wb") as out:
-            subprocess.run([serve_cli, "deploy", str(deployed), "-a", dashboard], check=True,
+            subprocess.run([ray_bin("serve"), "deploy", str(deployed), "-a", dashboard], check=True,
                            stdout=out, stderr=subprocess.STDOUT, env=env, timeout=120)
         wait_running(state, app["name"], [a.name for a in topology.agents], wait_s, log)
         state.ray_pids = _ray_pids(Path(temp_dir))
@@ -317,8 +314,7 @@ def down(run_dir: Path = DEFAULT_RUN_DIR, log=print) -> bool:
         log(f"nothing is up (no state in {run_dir})")
         return False
     if state.dashboard_port:
-        serve_cli = shutil.which("serve", path=os.path.dirname(sys.executable)) or "serve"
-        subprocess.run([serve_cli, "shutdown", "-y", "-a", f"http://127.0.0.1:{state.dashboard_port}"],
+        subprocess.run([ray_bin("serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{state.dashboard_port}"],
                        capture_output=True, timeout=60, env=local_env())
     pids = set(state.ray_pids)
     if state.ray_temp_dir:
