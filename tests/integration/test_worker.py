@@ -114,5 +114,6 @@ async def test_health_reports_a_dead_loop(kafka_bootstrap, namespace, tmp_path):
     # Kill the loop from underneath (as a fatal client error would): health must notice.
     await worker._consumer.stop()
     await _wait(lambda: worker.failure is not None, timeout_s=10)
-    worker._stopping.set()
-    await worker._producer.stop()
+    # Serve stops a replica whose health check failed: stop() must still clean up everything.
+    await worker.stop()
+    assert worker._commit_task.done()
