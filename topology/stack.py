@@ -105,6 +105,8 @@ class Broker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the shell must not kill it mid-write
         )
+        if log is not subprocess.DEVNULL:
+            log.close()  # the broker holds its own copy of the descriptor
         wait_port(self.host, self.port, timeout_s, self.proc)
         return self
 
