@@ -19,14 +19,9 @@ import structlog
 
 from disrouter.actors.config import AgentConfig, Peer
 from disrouter.actors.contracts import Answer, Hop, Query, Totals
-from disrouter.actors.decision import (
-    SCENARIO_INSTRUCTIONS,
-    confident_enough,
-    is_reject,
-    resolve_alpha,
-    scenario_for_alpha,
-)
+from disrouter.actors.decision import confident_enough, is_reject, resolve_alpha, scenario_instruction
 from disrouter.actors.engine import Engine, EngineRequest, EngineResult
+from disrouter.actors.errors import EngineError
 from disrouter.actors.routing import next_hop
 
 log = structlog.get_logger("disrouter.agent")
@@ -53,6 +48,15 @@ class Agent:
     def __init__(self, config: AgentConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+
+    def check_engine(self) -> None:
+        """After the engine started: refuse a confidence-mode agent on an engine without one."""
+        if self.config.awareness == "confidence" and not getattr(self.engine, "provides_confidence", False):
+            raise EngineError(
+                f"agent {self.config.name!r} has `awareness: confidence`, but its {type(self.engine).__name__} "
+                "returns no confidence (a replay trace needs `confidence` on every line of the agent); "
+                "use `awareness: generative` or an engine that reports one"
+            )
 
     def hop_budget(self, query: Query) -> int:
         """How many agents this query may visit in all (its own bound, capped by ours)."""
@@ -82,7 +86,7 @@ class Agent:
             query_id=query.id or "",
             prompt=query.prompt,
             alpha=alpha,
-            instruction=SCENARIO_INSTRUCTIONS[scenario or scenario_for_alpha(alpha)],
+            instruction=scenario_instruction(alpha),
             allow_reject=not must_answer,
             want_confidence=cfg.awareness == "confidence",
             max_tokens=cfg.max_tokens,
@@ -91,11 +95,28 @@ class Agent:
         result, error = await self._generate(request, bound)
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
 
-        if result is None:  # the engine failed every retry: pass the query on, never drop it
-            hop = Hop(agent=cfg.name, decision="reject", latency_ms=latency_ms, cost=cfg.cost, error=error)
-            bound.warning("hop", decision="reject", error=error, next=peer.name if peer else None)
+        spent = result  # what the engine used, even on a reply the agent cannot use
+        if result is not None and request.want_confidence and result.confidence is None and not must_answer:
+            # Confidence mode with no confidence: this agent cannot judge the query, and its
+            # prompt never offered the reject, so answering would be answering blind.
+            result, error = None, "the engine returned no confidence (awareness: confidence)"
+        if result is None:
+            # The engine failed every retry (or could not judge): pass the query on, never drop
+            # it. A forced query must not be passed on: it ends here as `unanswered`.
+            hop = Hop(
+                agent=cfg.name,
+                decision="reject",
+                latency_ms=latency_ms,
+                tokens_in=spent.tokens_in if spent else 0,
+                tokens_out=spent.tokens_out if spent else 0,
+                cost=cfg.cost,
+                cost_usd=self._dollars(spent) if spent else None,
+                error=error,
+            )
+            forward = peer is not None and not query.force_answer
+            bound.warning("hop", decision="reject", error=error, next=peer.name if forward else None)
             trail = [*query.trail, hop]
-            if peer is not None:
+            if forward:
                 return Forward(peer, msgspec.structs.replace(query, trail=trail))
             return self._final(query, trail, alpha, scenario, None, f"engine failed at {cfg.name!r}: {error}")
 
@@ -146,7 +167,7 @@ class Agent:
         if cfg.awareness == "confidence" and result.confidence is not None:
             p = cfg.calibration(result.confidence) if cfg.calibration else result.confidence
             return not confident_enough(p, alpha, cfg.gamma), round(p, 6)
-        # Generative mode (and confidence mode on an engine that gave no confidence).
+        # Generative mode (confidence mode without a confidence only reaches here when forced).
         rejects = result.decision == "reject" or is_reject(result.text)
         return rejects, result.confidence
 

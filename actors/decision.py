@@ -22,21 +22,23 @@ from disrouter.actors.contracts import Scenario
 REJECT_PHRASE = "I don't know!"
 DEFAULT_GAMMA = 0.5
 
-# The paper's scenario instructions: the scenario reaches the model as part of its prompt.
+# The paper's scenario instructions: the scenario reaches the model as part of its prompt, so one
+# trained agent serves every scenario. They name α because a raw α (between the scenarios) is
+# spelled the same way (`scenario_instruction`), and the training pipeline teaches the model
+# what each value means; the sentence after it only orients an untrained model.
 SCENARIO_INSTRUCTIONS: dict[Scenario, str] = {
-    Scenario.performance_first: (
-        "Scenario: performance first. Answering wrongly costs little; only say "
-        f"\"{REJECT_PHRASE}\" if you are very unlikely to be right."
-    ),
-    Scenario.balance: (
-        "Scenario: balance. Weigh accuracy and cost equally; say "
-        f"\"{REJECT_PHRASE}\" if you are not reasonably sure you can answer correctly."
-    ),
-    Scenario.cost_first: (
-        "Scenario: cost first. A larger model is expensive, so answer whenever you have a fair "
-        f"chance of being right; otherwise say \"{REJECT_PHRASE}\"."
-    ),
+    Scenario.performance_first: "Scenario: performance first (cost weight α = 0.2). Accuracy matters most.",
+    Scenario.balance: "Scenario: balance (cost weight α = 0.5). Accuracy and cost matter equally.",
+    Scenario.cost_first: "Scenario: cost first (cost weight α = 0.8). Cost matters most.",
 }
+
+
+def scenario_instruction(alpha: float) -> str:
+    """The prompt line for a cost weight: the named scenario's when α is one, else α itself."""
+    for scenario, text in SCENARIO_INSTRUCTIONS.items():
+        if abs(scenario.alpha - alpha) < 1e-9:
+            return text
+    return f"Scenario: cost weight α = {alpha:.2f}."
 
 
 def scenario_for_alpha(alpha: float) -> Scenario:

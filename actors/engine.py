@@ -33,6 +33,8 @@ class EngineRequest(msgspec.Struct, omit_defaults=True):
     want_confidence: bool = False
     # Stop generating as soon as the reply is decided to be a reject (cheap rejects).
     stop_on_reject: bool = True
+    # Stop once the marked final answer line ("The answer is: X") is complete.
+    stop_on_answer: bool = True
     max_tokens: int | None = None
 
 
@@ -53,6 +55,10 @@ class EngineResult(msgspec.Struct, omit_defaults=True):
 @runtime_checkable
 class Engine(Protocol):
     """What the agent needs from a model backend."""
+
+    # Whether `generate` returns a confidence when asked (`want_confidence`): an agent in
+    # confidence mode refuses to start on an engine that cannot (it would answer everything).
+    provides_confidence: bool
 
     async def start(self) -> None:
         """Load weights / open connections. Called once per replica before consuming."""

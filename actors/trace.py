@@ -30,6 +30,9 @@ class TraceRecord(msgspec.Struct, omit_defaults=True):
     prompt: str | None = None
     task: str | None = None
     split: str | None = None
+    # A live run's query that got no answer (an `unanswered` Answer, or none before the
+    # timeout): set on its lines so the evaluation counts it as a failure, never drops it.
+    status: Literal["unanswered", "timeout"] | None = None
 
 
 _decoder = msgspec.json.Decoder(TraceRecord)

@@ -72,6 +72,7 @@ class AgentWorker:
     async def start(self) -> None:
         cfg = self.config
         await self.engine.start()
+        self.agent.check_engine()
         if cfg.kafka.create_topics:
             await ensure_topics(cfg.kafka, cfg.all_topics or [*cfg.input_topics, cfg.answers_topic, cfg.dlq_topic])
         self._producer = make_producer(cfg.kafka, max_request_size=cfg.limits.max_message_bytes * 2)

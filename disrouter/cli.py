@@ -15,9 +15,9 @@ import sys
 # Modules that contribute subcommands. Each exposes `register(subparsers) -> None`.
 COMMAND_MODULES = [
     "disrouter.topology.commands",  # up, down, status, deploy, validate, topics
-    "disrouter.actors.commands",  # ask, produce, answers
+    "disrouter.actors.commands",  # ask, models
     "disrouter.bench.commands",  # eval, bench
-    "disrouter.training.commands",  # models
+    "disrouter.training.commands",  # train
 ]
 
 

@@ -20,7 +20,7 @@ from disrouter.topology.validate import validate
 
 BUILDER = "disrouter.topology.app:build_app"
 # Engine options that name files: relative values are resolved against the topology file's
-# folder, because replicas run with another working directory.
+# folder, because replicas run with another working directory (so is an adapter's `lora.path`).
 PATH_OPTIONS = ("trace", "model", "tokenizer", "api_key_file")
 
 
@@ -82,6 +82,9 @@ def parse_topology(args: dict[str, Any], base_dir: Path | None = None, source: s
                 value = agent.engine.get(key)
                 if isinstance(value, str) and value.startswith(("./", "../")):
                     agent.engine[key] = str((base_dir / value).resolve())
+            lora = agent.engine.get("lora")
+            if isinstance(lora, dict) and isinstance(lora.get("path"), str) and lora["path"].startswith(("./", "../")):
+                agent.engine["lora"] = {**lora, "path": str((base_dir / lora["path"]).resolve())}
     validate(topology, source)
     return topology
 

@@ -1,11 +1,19 @@
 """Prompt building and answer extraction shared by the LLM engines (vLLM, remote).
 
 One prompt layout for every engine, so a model sees the same thing in-process and behind an
-OpenAI-compatible server, and the self-awareness training (which uses the same layout) matches
-what serving sends:
+OpenAI-compatible server, and the self-awareness training (training/, which builds its prompts
+with these same functions) matches what serving sends:
 
     system: <role> <scenario instruction> <reject instruction> <answer template>
     user:   <the query's prompt>
+
+Competence first: small instruct models need room to reason. Asked to "answer concisely" a
+0.5B model replies "The answer is: 12" with no working and solves almost nothing, so the
+template asks for brief working first and one marked final line ("The answer is: X") that the
+graders read. The reject, where offered, must come first ("reply only I don't know!") so that a
+streaming engine recognises it in the first tokens and stops: a reject stays cheap. Once the
+marked answer line is complete the reply is done (`AnswerWatch`): whatever a small model adds
+after it is never read, so it is not generated either.
 
 The scenario instruction sits in the system message on purpose: every query of a scenario then
 shares the same leading tokens, which is what vLLM's prefix cache reuses.
@@ -24,19 +32,16 @@ from collections.abc import Sequence
 
 import msgspec
 
-from disrouter.actors.decision import REJECT_PHRASE, SCENARIO_INSTRUCTIONS, scenario_for_alpha
+from disrouter.actors.decision import REJECT_PHRASE, RejectWatch, scenario_instruction
 from disrouter.actors.engine import EngineRequest
 
-DEFAULT_ROLE = "You are a helpful assistant. Answer the user's question concisely."
+DEFAULT_ROLE = "You are a helpful assistant."
 
-REJECT_INSTRUCTION = (
-    "If you are not confident that you can answer correctly, reply with exactly "
-    f'"{REJECT_PHRASE}" and nothing else.'
-)
+REJECT_INSTRUCTION = f'If you are unlikely to answer correctly, reply only "{REJECT_PHRASE}".'
 
-# The paper's fixed answer template: brief reasoning, then a final line the evaluator can parse.
-ANSWER_TEMPLATE = 'Otherwise, reason briefly and end with a final line "The answer is: <answer>".'
-ANSWER_TEMPLATE_TERMINAL = 'Reason briefly and end with a final line "The answer is: <answer>".'
+# The paper's fixed answer template: working first, then one final line the graders parse.
+ANSWER_TEMPLATE = 'Otherwise, work it out step by step and end with the line "The answer is: <answer>".'
+ANSWER_TEMPLATE_TERMINAL = 'Work it out step by step and end with the line "The answer is: <answer>".'
 
 
 class Message(msgspec.Struct):
@@ -63,7 +68,7 @@ def system_text(request: EngineRequest, style: PromptStyle | None = None) -> str
     style = style or PromptStyle()
     parts = [style.role]
     if offers_reject(request):
-        parts.append(request.instruction or SCENARIO_INSTRUCTIONS[scenario_for_alpha(request.alpha)])
+        parts.append(request.instruction or scenario_instruction(request.alpha))
         parts.append(REJECT_INSTRUCTION)
         if style.answer_template:
             parts.append(ANSWER_TEMPLATE)
@@ -119,6 +124,70 @@ def extract_answer(text: str) -> str | None:
     """The final answer a reply states, or None when it follows no known template."""
     span = answer_span(text)
     return text[span[0]:span[1]].strip() if span else None
+
+
+class ReplyWatch:
+    """What a streaming engine feeds the reply so far: says when to stop generating.
+
+    Two cuts: the reject phrase (a cheap reject, where the prompt offers it) and a completed
+    final answer line. `rejected` tells which one stopped the stream.
+    """
+
+    def __init__(self, request: EngineRequest) -> None:
+        self._reject = RejectWatch(offers_reject(request) and request.stop_on_reject)
+        self._answer = AnswerWatch(request.stop_on_answer)
+
+    @property
+    def rejected(self) -> bool:
+        return self._reject.rejected
+
+    def feed(self, text: str) -> bool:
+        return self._reject.feed(text) or self._answer.feed(text)
+
+
+class AnswerWatch:
+    """Stops a streamed reply once its marked final answer line is complete.
+
+    `feed(text_so_far)` returns True when the text holds "The answer is: X" followed by a line
+    break: the answer the graders and users read is there, and what a small model rambles on
+    with after it ("The answer is: 5", again, or a new made-up question) is never used.
+    """
+
+    def __init__(self, active: bool = True) -> None:
+        self.active = active
+        self._checked = 0  # text before this offset holds no line break after an answer
+
+    def feed(self, text: str) -> bool:
+        if not self.active:
+            return False
+        # Only a new line break can complete an answer line: skip the scan otherwise.
+        newline = text.find("\n", self._checked)
+        if newline == -1:
+            self._checked = max(self._checked, len(text))
+            return False
+        self._checked = len(text)
+        return answer_line_complete(text)
+
+
+def _first_answer_line_end(text: str) -> int | None:
+    """Offset of the line break that ends the first marked answer line with a value."""
+    for match in _ANSWER_LINE.finditer(text):
+        start = match.start(1)
+        line_end = text.find("\n", start)
+        if line_end != -1 and text[start:line_end].strip(" .*`$\t\r"):
+            return line_end
+    return None
+
+
+def answer_line_complete(text: str) -> bool:
+    """True when a marked answer line with a value is followed by a line break."""
+    return _first_answer_line_end(text) is not None
+
+
+def cut_after_answer(text: str) -> str:
+    """The reply up to the end of its first complete answer line (what serving would keep)."""
+    end = _first_answer_line_end(text)
+    return text if end is None else text[:end]
 
 
 # --- confidence from log-probs -----------------------------------------------------------------

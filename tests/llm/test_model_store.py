@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from disrouter.training import models
-from disrouter.training.models import MANIFEST, ModelSource, ModelStoreError, Piece
+from disrouter.actors.models import MANIFEST, ModelSource, ModelStoreError, Piece
 
 
 def make_source(tmp_path: Path, payloads: list[bytes], sha: str | None = None, params: int = 10) -> ModelSource:

@@ -161,8 +161,8 @@ async def test_alpha_and_scenario_reach_the_engine_and_the_answer():
 
     out = await run(cfg, engine, Query(prompt="p", id="q", alpha=0.25))
     assert engine.requests[-1].alpha == 0.25
-    # a raw α gets the nearest scenario's instruction, but no scenario on the answer
-    assert engine.requests[-1].instruction == SCENARIO_INSTRUCTIONS[Scenario.performance_first]
+    # a raw α is spelled out in the instruction (the trained model reads it), no scenario on the answer
+    assert engine.requests[-1].instruction == "Scenario: cost weight α = 0.25."
     assert (out.answer.alpha, out.answer.scenario) == (0.25, None)
 
     out = await run(cfg, engine, Query(prompt="p", id="q"))
@@ -233,10 +233,39 @@ async def test_confidence_mode_applies_the_calibration():
     assert out.answer.trail[0].confidence == pytest.approx(0.9)
 
 
-async def test_confidence_mode_without_a_confidence_falls_back_to_the_phrase():
+async def test_confidence_mode_without_a_confidence_never_answers_blind():
+    # The prompt never offered the reject, so an answer without a confidence says nothing of
+    # whether the agent knows: the query goes on, and the hop says why.
     cfg = confidence_chain()["small"]
-    assert isinstance(await run(cfg, answers(REJECT_PHRASE), Query(prompt="p", id="q")), Forward)
-    assert isinstance(await run(cfg, answers("4"), Query(prompt="p", id="q")), Final)
+    out = await run(cfg, answers("4"), Query(prompt="p", id="q"))
+    assert isinstance(out, Forward)
+    assert out.query.trail[-1].error == "the engine returned no confidence (awareness: confidence)"
+    # Forced (as a terminal would be), it answers: there is nobody to pass to.
+    forced = await run(cfg, answers("4"), Query(prompt="p", id="q", force_answer=True))
+    assert isinstance(forced, Final) and forced.answer.status == "answered"
+
+
+def test_a_confidence_agent_refuses_an_engine_without_confidence():
+    from disrouter.actors.agent import Agent
+    from disrouter.actors.errors import EngineError
+
+    engine = answers("4")
+    engine.provides_confidence = False
+    with pytest.raises(EngineError, match="awareness: confidence"):
+        Agent(confidence_chain()["small"], engine).check_engine()
+    engine.provides_confidence = True
+    Agent(confidence_chain()["small"], engine).check_engine()
+    Agent(chain()["a0"], answers("4")).check_engine()  # generative mode needs none
+
+
+async def test_a_forced_query_is_never_passed_on_even_when_the_engine_fails():
+    cfg = chain()["a0"]
+    failing = FakeEngine(lambda r: RuntimeError("boom"))
+    out = await run(cfg, failing, Query(prompt="p", id="q", force_answer=True))
+    assert isinstance(out, Final) and out.answer.status == "unanswered"
+    assert "boom" in out.answer.reason and out.answer.trail[-1].error
+    # Not forced, the same failure passes the query on.
+    assert isinstance(await run(cfg, failing, Query(prompt="p", id="q")), Forward)
 
 
 async def test_confidence_mode_terminal_forced():

@@ -12,6 +12,7 @@ from disrouter.actors.contracts import Scenario
 from disrouter.actors.decision import (
     REJECT_PHRASE,
     SCENARIO_INSTRUCTIONS,
+    scenario_instruction,
     AnyCalibration,
     IdentityCalibration,
     IsotonicCalibration,
@@ -232,12 +233,13 @@ def test_raw_alpha_maps_to_the_nearest_scenario(alpha, scenario):
     assert scenario_for_alpha(alpha) is scenario
 
 
-def test_every_scenario_instruction_mentions_the_reject_phrase():
+def test_every_scenario_instruction_names_its_alpha():
     assert set(SCENARIO_INSTRUCTIONS) == set(Scenario)
-    texts = list(SCENARIO_INSTRUCTIONS.values())
-    assert len(set(texts)) == 3
-    for text in texts:
-        assert REJECT_PHRASE in text
+    assert len(set(SCENARIO_INSTRUCTIONS.values())) == 3
+    for scenario, text in SCENARIO_INSTRUCTIONS.items():
+        assert f"α = {scenario.alpha}" in text and scenario_instruction(scenario.alpha) == text
+    # Between the scenarios the instruction spells α out (the trained model reads it).
+    assert scenario_instruction(0.35) == "Scenario: cost weight α = 0.35."
 
 
 # --- calibration -------------------------------------------------------------------------------

@@ -218,6 +218,9 @@ def expected_choice(policy: str, unvisited: list[tuple[str, float, tuple[str, ..
     return None
 
 
+BLIND = "the engine returned no confidence (awareness: confidence)"
+
+
 def would_reject(a: AgentPlan, qid: str, alpha: float, gamma: float, allow_reject: bool) -> bool:
     confidence = a.confidence[qid]
     if a.awareness == "confidence" and confidence is not None:
@@ -292,7 +295,10 @@ async def simulate(plan: Plan, tmp: Path) -> None:
             no_candidate = not terminal and not out_of_hops and not unvisited
             exhausted = out_of_hops or no_candidate
             must_answer = terminal or (exhausted and on_exhausted == "force")
-            fails = a.outcome[qid] == "fail"
+            # confidence mode with no confidence cannot judge: like a failure, unless forced
+            blind = a.outcome[qid] != "fail" and a.awareness == "confidence" and a.confidence[qid] is None and not must_answer
+            fails = a.outcome[qid] == "fail" or blind
+            error = BLIND if blind else engine_error[current].format(qid=qid, name=current)
             rejects = not fails and would_reject(a, qid, alpha, plan.gamma, not must_answer)
 
             n_before = len(engines[current].requests)
@@ -312,7 +318,7 @@ async def simulate(plan: Plan, tmp: Path) -> None:
                 assert outcome.peer.topic == f"prop.agent.{peer}"
                 hop = outcome.query.trail[-1]
                 assert (hop.agent, hop.decision, hop.forced) == (current, "reject", False)
-                assert hop.error == (engine_error[current].format(qid=qid, name=current) if fails else None)
+                assert hop.error == (error if fails else None)
                 assert outcome.query.trail[:-1] == query.trail  # the trail only grows
                 assert (outcome.query.id, outcome.query.prompt, outcome.query.max_hops) == (
                     qid, query.prompt, query.max_hops,
@@ -327,7 +333,6 @@ async def simulate(plan: Plan, tmp: Path) -> None:
             if fails:
                 assert exhausted or terminal
                 assert answer.status == "unanswered"
-                error = engine_error[current].format(qid=qid, name=current)
                 assert answer.reason == f"engine failed at {current!r}: {error}"
                 assert answer.trail[-1].error == error
             elif rejects and not must_answer:

@@ -370,3 +370,64 @@ def list_models(store: Path | None = None) -> list[ModelInfo]:
         ModelInfo(s.id, s.title, is_provisioned(s, store), str(model_path(s, store)), list(s.aliases))
         for s in CATALOG.values()
     ]
+
+
+# --- adapters ----------------------------------------------------------------------------------
+
+
+def adapter_rank(adapter: Path) -> int:
+    """The LoRA rank r of a PEFT adapter folder (vLLM must be started with max_lora_rank ≥ r)."""
+    config = adapter / "adapter_config.json"
+    try:
+        return int(json.loads(config.read_text())["r"])
+    except FileNotFoundError:
+        raise ModelStoreError(f"LoRA adapter {str(adapter)!r} has no adapter_config.json (is it a PEFT adapter folder?)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelStoreError(f"{config}: not a LoRA adapter config ({exc})") from None
+
+
+def _adapter_digest(adapter: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        path = adapter / name
+        if not path.is_file():
+            raise ModelStoreError(f"LoRA adapter {str(adapter)!r} has no {name}")
+        with path.open("rb") as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def merged_model(base: str, adapter: Path, store: Path | None = None) -> Path:
+    """The base model with a LoRA adapter merged into its weights, made once and cached.
+
+    Keyed by the base folder and the adapter's bytes, so a retrained adapter gets a new folder.
+    Saved in float32: merged into bf16 weights, a small LoRA delta would be mostly rounded away.
+    """
+    key = hashlib.sha256(f"{Path(base).resolve()}|{_adapter_digest(adapter)}".encode()).hexdigest()[:16]
+    target = (store or store_dir()) / "merged" / f"{Path(base).name}-{key}"
+    if (target / MANIFEST).is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise ModelStoreError("`lora: {merge: true}` needs PEFT: pip install 'disrouter[train]' (or serve the adapter unmerged)") from None
+    work = target.with_name(f".tmp-{target.name}-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model.save_pretrained(str(work), safe_serialization=True)
+        AutoTokenizer.from_pretrained(base).save_pretrained(str(work))
+        (work / MANIFEST).write_text(json.dumps({"base": str(base), "adapter": str(adapter), "key": key}, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)  # in one step: a crash never leaves a folder that looks complete
+    except OSError as exc:
+        raise _disk_full(exc, work) or exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
