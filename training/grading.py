@@ -26,7 +26,7 @@ Kind = Literal["numeric", "choice"]
 # A number as models write it: optional sign and currency, thousands separators, decimals,
 # a simple fraction, an optional percent sign (kept apart so "50%" can match gold 50).
 _NUMBER = r"[-−]?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+(?:\.\d+)?)?%?|[-−]?\$?\.\d+"
-_NUMBER_RE = re.compile(_NUMBER)
+NUMBER_RE = re.compile(_NUMBER)
 
 # Markers that introduce the final answer, strongest first.
 _MARKERS = [
@@ -70,14 +70,19 @@ def extract_number(text: str) -> Fraction | None:
     if not text:
         return None
     for segment in _marked_segments(text):
-        # After a marker the *first* number is the answer ("The answer is: 18 dollars, i.e. …").
-        match = _NUMBER_RE.search(segment)
+        # After a marker the *first* number is the answer ("The answer is: 18 dollars, i.e. …"),
+        # unless the marked line is a calculation ("The answer is: 12 + 5 = 17"): then the
+        # result after its last "=".
+        line = segment.split("\n", 1)[0]
+        if "=" in line:
+            segment = line[line.rindex("=") + 1 :]
+        match = NUMBER_RE.search(segment)
         if match:
             value = parse_number(match.group(0))
             if value is not None:
                 return value
     # No marker: models end with their result, so take the last number.
-    for match in reversed(list(_NUMBER_RE.finditer(text))):
+    for match in reversed(list(NUMBER_RE.finditer(text))):
         value = parse_number(match.group(0))
         if value is not None:
             return value
