@@ -131,6 +131,9 @@ class EvalSet:
     answers: tuple[tuple[str | None, ...], ...]
     name: str = "test"
     extra: dict = field(default_factory=dict)
+    # Queries the recorded (live) run failed: unanswered or timed out. They count as wrong for
+    # the recorded decisions; the other methods re-route them on the agents' forced answers.
+    failed: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -162,6 +165,7 @@ class EvalSet:
             cost_usd=self.cost_usd[rows],
             prompts=tuple(self.prompts[i] for i in rows),
             answers=tuple(self.answers[i] for i in rows),
+            failed=None if self.failed is None else self.failed[rows],
         )
 
     def has_all(self, array: np.ndarray) -> bool:
@@ -195,8 +199,15 @@ def build(records: Iterable[TraceRecord], chain: Chain, name: str = "test") -> E
     correct, conf, dec, lat, tok, usd = (_nan(n, m) for _ in range(6))
     prompts: list[str | None] = [None] * n
     answers = [[None] * m for _ in range(n)]
+    failed = np.zeros(n, bool)
     for i, j, rec in cells:
-        unknown = rec.decision == "reject" and rec.answer is not None and is_reject(rec.answer)
+        # A reject hop says nothing of what the agent would have answered; nor does the line
+        # of a query that failed with no answer text (a timeout): both are unknown, not wrong.
+        unknown = (rec.decision == "reject" and rec.answer is not None and is_reject(rec.answer)) or (
+            rec.status is not None and rec.answer is None
+        )
+        if rec.status is not None:
+            failed[i] = True
         correct[i, j] = np.nan if unknown else float(rec.correct)
         if rec.confidence is not None:
             conf[i, j] = rec.confidence
@@ -224,6 +235,7 @@ def build(records: Iterable[TraceRecord], chain: Chain, name: str = "test") -> E
         prompts=tuple(prompts),
         answers=tuple(tuple(a) for a in answers),
         name=name,
+        failed=failed,
     )
 
 
@@ -272,6 +284,12 @@ def split_records(
 
     if train_records is not None:
         test_recs = [r for r in records if r.split == "test"] if has_split else records
+        overlap = {r.query_id for r in train_records} & {r.query_id for r in test_recs}
+        if overlap:
+            raise EvalInputError(
+                f"--train-trace shares {len(overlap)} query id(s) with the test trace (e.g. {min(overlap)!r}): "
+                "a method would be tuned on the questions it is scored on"
+            )
         train = build([r for r in train_records if r.agent in chain_agents], chain, "train")
         return Splits(train if train.n else None, build(test_recs, chain, "test"), "separate training trace")
     if has_split:

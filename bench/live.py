@@ -147,27 +147,42 @@ def _row(item: Item, agent: str, hop, *, answer: str | None, correct: bool, deci
     )
 
 
-def deployed_records(items: list[Item], answers: dict[str, Answer]) -> list[TraceRecord]:
-    """One line per hop of each answered query (see the module doc for reject hops)."""
+def deployed_records(items: list[Item], answers: dict[str, Answer], chain: Chain) -> list[TraceRecord]:
+    """One line per hop of each query (see the module doc for reject hops).
+
+    A query with no answer is not dropped: an `unanswered` Answer marks its hops with
+    `status: unanswered`; a query whose answer never came gets one line on the entry agent with
+    `status: timeout`. The evaluation counts both as failures (wrong) of the live run.
+    """
     rows = []
     for item in items:
         answer = answers.get(item.id)
-        if answer is None or answer.status != "answered":
+        if answer is None:
+            rows.append(TraceRecord(query_id=item.id, agent=chain.agents[0], correct=False, prompt=item.prompt,
+                                    task=item.task, split=item.split, status="timeout"))
             continue
+        failed = "unanswered" if answer.status != "answered" else None
         for k, hop in enumerate(answer.trail):
-            final = k == len(answer.trail) - 1 and hop.agent == answer.agent and hop.decision == "answer"
+            final = not failed and k == len(answer.trail) - 1 and hop.agent == answer.agent and hop.decision == "answer"
             if final:
                 rows.append(
                     _row(item, hop.agent, hop, answer=answer.answer, correct=is_correct(item.kind, answer.answer, item.gold), decision="answer")
                 )
             else:
-                rows.append(_row(item, hop.agent, hop, answer=REJECT_PHRASE, correct=False, decision=hop.decision))
+                row = _row(item, hop.agent, hop, answer=REJECT_PHRASE, correct=False, decision=hop.decision)
+                rows.append(msgspec.structs.replace(row, status=failed) if failed else row)
+        if failed and not answer.trail:
+            rows.append(TraceRecord(query_id=item.id, agent=chain.agents[0], correct=False, prompt=item.prompt,
+                                    task=item.task, split=item.split, status="unanswered"))
     return rows
 
 
 def forced_records(items: list[Item], chain: Chain, answers: dict[str, Answer]) -> list[TraceRecord]:
+    """Every agent's forced answer per question; a question some agent never answered is left
+    out whole (the baselines and the oracle need every agent's answer to it)."""
     rows = []
     for item in items:
+        lines = []
         for agent in chain.agents:
             answer = answers.get(f"{item.id}|{agent}")
             if answer is None or answer.status != "answered":
@@ -178,20 +193,26 @@ def forced_records(items: list[Item], chain: Chain, answers: dict[str, Answer]) 
                     "honour Query.force_answer (see bench/live.py for the contract)"
                 )
             hop = answer.trail[-1] if answer.trail else None
-            rows.append(
+            lines.append(
                 _row(item, agent, hop, answer=answer.answer, correct=is_correct(item.kind, answer.answer, item.gold), decision=None)
             )
+        if len(lines) == chain.m:
+            rows += lines
+        else:
+            log.warning("forced_incomplete", item=item.id, answered_by=[r.agent for r in lines])
     return rows
 
 
 def merge(deployed: list[TraceRecord], forced: list[TraceRecord]) -> list[TraceRecord]:
-    """Forced lines for every (query, agent), overlaid with what the deployed run did."""
+    """Forced lines for every (query, agent), overlaid with what the deployed run did.
+
+    A query the deployed run failed keeps its forced lines (the baselines re-route it on them)
+    with the failure's `status`, so the recorded run counts it as wrong.
+    """
     visited = {(r.query_id, r.agent): r for r in deployed}
-    answered_queries = {r.query_id for r in deployed}
+    failed = {r.query_id: r.status for r in deployed if r.status is not None}
     merged = []
     for row in forced:
-        if row.query_id not in answered_queries:
-            continue  # the deployed run has no outcome for it: nothing to compare against
         seen = visited.get((row.query_id, row.agent))
         if seen is None:
             merged.append(row)
@@ -199,6 +220,8 @@ def merge(deployed: list[TraceRecord], forced: list[TraceRecord]) -> list[TraceR
             merged.append(seen)  # the agent that answered: its deployed answer is the outcome
         else:
             merged.append(msgspec.structs.replace(row, decision=seen.decision, latency_ms=seen.latency_ms, confidence=seen.confidence))
+        if row.query_id in failed:
+            merged[-1] = msgspec.structs.replace(merged[-1], status=failed[row.query_id])
     return merged
 
 
@@ -236,6 +259,14 @@ async def collect(
             ]
             answers, stats = await run_phase(client, jobs, phase="forced alone", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
+            # A forced answer that failed (engine error, timeout) is asked once more: the
+            # baselines need every agent's answer, and one transient error must not cost a query.
+            again = [(key, topic, msgspec.structs.replace(q, id=f"{q.id}-again"))
+                     for key, topic, q in jobs if key not in answers or answers[key].status != "answered"]
+            if again:
+                more, stats = await run_phase(client, again, phase="forced alone (again)", concurrency=concurrency, timeout_s=timeout_s)
+                phases.append(stats)
+                answers.update({k: v for k, v in more.items() if v.status == "answered"})
             forced_rows = forced_records(items, chain, answers)
             path = out / "forced.jsonl"
             write_trace(path, forced_rows)
@@ -244,7 +275,7 @@ async def collect(
             jobs = [(item.id, topics.ingress(namespace), _query(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
             answers, stats = await run_phase(client, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
-            rows = deployed_records(items, answers)
+            rows = deployed_records(items, answers, chain)
             path = out / f"deployed-alpha{alpha:g}.jsonl"
             write_trace(path, rows)
             traces[f"deployed-alpha{alpha:g}"] = str(path)
@@ -292,6 +323,38 @@ def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: floa
     return combined
 
 
+def find_bootstrap(args: argparse.Namespace, namespace: str, declared: str) -> str:
+    """The broker to use: --bootstrap, else the local stack `disrouter up` started for this
+    namespace (as `disrouter ask` finds it), else the topology's; checked to be reachable."""
+    from disrouter.bench.evalset import EvalInputError
+    from disrouter.topology.stack import DEFAULT_RUN_DIR, read_state
+
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        state = read_state(Path(args.run_dir) if args.run_dir else DEFAULT_RUN_DIR)
+        if state is not None and state.namespace == namespace:
+            bootstrap = state.bootstrap
+    bootstrap = bootstrap or declared
+    if not broker_reachable(bootstrap):
+        raise EvalInputError(
+            f"cannot reach a Kafka broker at {bootstrap}: start the stack (`disrouter up TOPOLOGY`) or pass --bootstrap"
+        )
+    return bootstrap
+
+
+def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
+    import socket
+
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout_s).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 def run_live_command(args: argparse.Namespace) -> int:
     """`disrouter eval --live`: collect, evaluate, print and write the report."""
     from disrouter.bench import report
@@ -305,14 +368,19 @@ def run_live_command(args: argparse.Namespace) -> int:
     _, topology = load_topology(args.topology)
     chain, gamma = Chain.from_topology(args.topology)
     gamma = gamma if args.gamma is None else args.gamma
-    dataset = load(args.dataset, limit=args.limit, train_fraction=args.train_fraction, seed=args.seed)
+    items = load(args.dataset, limit=args.limit, train_fraction=args.train_fraction, seed=args.seed).items
+    if args.split != "all":
+        items = [item for item in items if item.split == args.split]
+    if not items:
+        raise EvalInputError(f"{args.dataset}: no {args.split} question in the first {args.limit} (raise --limit)")
+    bootstrap = find_bootstrap(args, topology.namespace, topology.kafka.bootstrap_servers)
     out = Path(args.out)
     run = asyncio.run(
         collect(
-            items=dataset.items,
+            items=items,
             chain=chain,
             namespace=topology.namespace,
-            bootstrap=args.bootstrap or topology.kafka.bootstrap_servers,
+            bootstrap=bootstrap,
             alphas=args.alphas,
             out=out / "live",
             concurrency=args.concurrency,

@@ -68,6 +68,7 @@ class Result(msgspec.Struct, omit_defaults=True):
     uses_test_labels: bool = False
     self_awareness: dict[str, AgentF1] | None = None
     params: dict[str, Any] = {}
+    failed: int = 0  # queries that got no answer (live runs): counted as wrong above
 
 
 def scenario_name(alpha: float) -> str:
@@ -125,6 +126,9 @@ def score(
     uses_test_labels: bool = False,
 ) -> Result:
     correct = test.correct
+    if routing.failed is not None:
+        # A query the routing failed to answer is wrong whatever the agents' forced answers say.
+        correct = np.where(routing.failed[:, None], 0.0, correct)
     answer, ran = routing.answer, routing.ran
     if answer.shape != correct.shape or ran.shape != correct.shape:
         raise ValueError(f"{method}: routing shape {answer.shape} does not match the test split {correct.shape}")
@@ -172,6 +176,7 @@ def score(
         hard=group(~easy),
         seed=seed,
         uses_test_labels=uses_test_labels,
-        self_awareness=None if routing.decisions is None else self_awareness_f1(routing.decisions, correct, agents),
+        self_awareness=None if routing.decisions is None else self_awareness_f1(routing.decisions, test.correct, agents),
         params=routing.params,
+        failed=0 if routing.failed is None else int(routing.failed.sum()),
     )

@@ -39,6 +39,9 @@ class Routing:
     decisions: np.ndarray | None = None
     params: dict[str, Any] = field(default_factory=dict)  # fitted knobs, for the report
     walks: bool = False  # visits agents in chain order (answer rates per agent mean something)
+    # Queries this routing failed to answer at all (a live run's unanswered or timed-out ones):
+    # scored as wrong, at the cost of the agent `answer` puts them on (the terminal).
+    failed: np.ndarray | None = None
 
     @classmethod
     def central(cls, choice: np.ndarray, m: int, **params: Any) -> Routing:

@@ -14,13 +14,17 @@ Variants (all names start with `disrouter`):
     its own: a logistic regression from the prompt's embedding to that agent's correctness,
     trained on its own training lines only (a stand-in for a model's trained self-awareness,
     which the trace cannot show; it still needs no other agent, so it stays distributed).
-- beyond the paper, `disrouter-chainaware-<signal>`: the paper's rule is myopic, it ignores
-  what passing on is worth. Agent j answers iff p̂ − α·c_j ≥ V̂_j, where V̂_j is the mean
+- beyond the paper, `central-chainaware-<signal>`: the paper's rule is myopic, it ignores
+  what passing on is worth. This one is a *central* baseline, not self-routing: fitting V̂
+  needs every agent's forced correctness on the training queries (who would have answered
+  downstream), and it tunes one value per agent on them. Each agent still decides alone at
+  serving time, but only after a central fit over the whole chain. Agent j answers iff p̂ − α·c_j ≥ V̂_j, where V̂_j is the mean
   utility its *rejected* training queries got downstream (correct − α·cost of whoever answered
   them). V̂ depends on which queries j rejects and which reach j, so it is found by a fixed
   point on the training split (backward over the chain for the values, forward for who
-  reaches whom), which is what an agent learning V̂ online from the answers topic converges to.
-  The terminal agent always answers.
+  reaches whom). The p̂ it is fitted on are out of fold (calibration fitted on the other folds
+  of the training split, as the probe's are), so V̂ is tuned on self-assessments as noisy as
+  the test ones, not on a calibration fitted to the same rows. The terminal agent always answers.
 """
 
 from __future__ import annotations
@@ -49,15 +53,20 @@ class Recorded(Method):
         answers = decision == 1.0
         stop = first_answer(answers)
         m = ctx.test.chain.m
+        failed = ctx.test.failed if ctx.test.failed is not None else np.zeros(ctx.test.n, bool)
+        # A failed query went as far as anyone could take it: it counts as the terminal's, wrong.
+        stop = np.where(failed, m - 1, stop)
         before = np.arange(m)[None, :] < stop[:, None]
-        missing = (np.isnan(decision) & before).any(axis=1)
+        missing = (np.isnan(decision) & before & ~failed[:, None]).any(axis=1)
         if missing.any():
             first = ctx.test.query_ids[int(np.argmax(missing))]
             raise Unavailable(
                 f"{self.name}: {int(missing.sum())} test queries lack a recorded decision of an agent "
                 f"before the one that answered (e.g. {first!r})"
             )
-        return Routing.chain(stop, m, decisions=np.where(np.isnan(decision), np.nan, answers))
+        routing = Routing.chain(stop, m, decisions=np.where(np.isnan(decision), np.nan, answers))
+        routing.failed = failed if failed.any() else None
+        return routing
 
 
 def self_assessment(ctx: Context, signal: str, method: str) -> tuple[np.ndarray | None, np.ndarray, dict]:
@@ -82,9 +91,23 @@ def self_assessment(ctx: Context, signal: str, method: str) -> tuple[np.ndarray 
         lambda: calib.fit_per_agent(signal, train.confidence, train.correct, train.chain.agents),
     )
     agents = ctx.test.chain.agents
-    train_p = np.stack([calib.apply(fitted[a], train.confidence[:, j]) for j, a in enumerate(agents)], 1)
+    train_p = ctx.memo(f"calibration-oof:{signal}", lambda: _out_of_fold(signal, train, ctx.seed))
     test_p = np.stack([calib.apply(fitted[a], ctx.test.confidence[:, j]) for j, a in enumerate(agents)], 1)
     return train_p, test_p, {"calibration": fitted}
+
+
+def _out_of_fold(signal: str, train, seed: int, folds: int = 5) -> np.ndarray:
+    """Calibrated training p̂, each row's from a calibration fitted without that row."""
+    n = train.n
+    fold = np.random.default_rng(seed).permutation(n) % min(folds, n)
+    out = np.empty_like(train.confidence)
+    for f in np.unique(fold):
+        held = fold == f
+        rest = ~held if (~held).any() else held
+        fitted = calib.fit_per_agent(signal, train.confidence[rest], train.correct[rest], train.chain.agents)
+        for j, a in enumerate(train.chain.agents):
+            out[held, j] = calib.apply(fitted[a], train.confidence[held, j])
+    return out
 
 
 def fit_pass_values(p: np.ndarray, correct: np.ndarray, costs: np.ndarray, alpha: float, max_rounds: int = 20) -> np.ndarray:
@@ -135,7 +158,11 @@ class SelfRouted(Method):
 
     @property
     def label(self) -> str:
-        return f"disrouter-{self.signal}" if self.rule == "paper" else f"disrouter-chainaware-{self.signal}"
+        return f"disrouter-{self.signal}" if self.rule == "paper" else f"central-chainaware-{self.signal}"
+
+    @property
+    def family(self) -> str:  # type: ignore[override]
+        return "disrouter" if self.rule == "paper" else "router"
 
     def route(self, ctx: Context) -> Routing:
         chain: Chain = ctx.test.chain

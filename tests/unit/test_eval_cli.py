@@ -51,7 +51,7 @@ def test_eval_on_a_synthetic_trace(tmp_path, capsys):
     assert raw["params"]["threshold"] == pytest.approx(0.5**0.5)
     # Every DiSRouter variant that can run on this trace did, and its name says so.
     ran = {r["method"] for r in results}
-    assert {"disrouter-recorded", "disrouter-raw", "disrouter-isotonic", "disrouter-platt", "disrouter-chainaware-isotonic"} <= ran
+    assert {"disrouter-recorded", "disrouter-raw", "disrouter-isotonic", "disrouter-platt", "central-chainaware-isotonic"} <= ran
     assert {"frugalgpt-cascade", "router-knn", "single-a", "smallest", "largest"} <= ran
     assert rows[("frugalgpt-cascade", 0.5)]["params"]["signal"] == "confidence"
 
@@ -97,6 +97,6 @@ def test_eval_on_the_real_gsm8k_trace(tmp_path, capsys):
         assert all(r["utility"] <= o["utility"] + 1e-9 for r in results if r["alpha"] == alpha)
     # The baselines that need no confidence ran; the rules that need it say why they did not.
     ran = {r["method"] for r in results}
-    assert {"frugalgpt-cascade", "router-knn", "router-logreg", "disrouter-probe", "disrouter-chainaware-probe", "random"} <= ran
+    assert {"frugalgpt-cascade", "router-knn", "router-logreg", "disrouter-probe", "central-chainaware-probe", "random"} <= ran
     assert "decision" in skipped["disrouter-recorded"] and "confidence" in skipped["disrouter-isotonic"]
     assert rows[("frugalgpt-cascade", 0.5)]["params"]["signal"] == "scorer(prompt+answer)"

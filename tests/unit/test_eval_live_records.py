@@ -19,6 +19,7 @@ ITEMS = [
     Item("g-1", "gsm8k", "2 + 2?", "4", "numeric", "test"),
     Item("g-2", "gsm8k", "3 * 3?", "9", "numeric", "test"),
     Item("g-3", "gsm8k", "10 - 1?", "9", "numeric", "test"),
+    Item("g-4", "gsm8k", "5 + 5?", "10", "numeric", "test"),
 ]
 
 
@@ -35,22 +36,25 @@ DEPLOYED = {
     "g-1": answered("g-1", "small", "The answer is: 4", [hop("small", "answer", confidence=0.9)]),
     # small rejects, large answers wrong
     "g-2": answered("g-2", "large", "The answer is: 8", [hop("small", "reject", confidence=0.2), hop("large", "answer", latency_ms=30.0)]),
-    # nobody: this query is left out of the trace
+    # nobody answered: a failure of the live run, counted as wrong
     "g-3": Answer(id="g-3", status="unanswered", alpha=0.5, reason="exhausted", trail=[hop("small", "reject")]),
+    # g-4: no answer before the timeout (absent)
 }
 
 
 def test_deployed_lines_grade_the_answer_and_leave_reject_hops_unknown():
-    rows = deployed_records(ITEMS, DEPLOYED)
-    assert [(r.query_id, r.agent, r.decision, r.correct) for r in rows] == [
-        ("g-1", "small", "answer", True),
-        ("g-2", "small", "reject", False),
-        ("g-2", "large", "answer", False),
+    rows = deployed_records(ITEMS, DEPLOYED, CHAIN)
+    assert [(r.query_id, r.agent, r.decision, r.correct, r.status) for r in rows] == [
+        ("g-1", "small", "answer", True, None),
+        ("g-2", "small", "reject", False, None),
+        ("g-2", "large", "answer", False, None),
+        ("g-3", "small", "reject", False, "unanswered"),
+        ("g-4", "small", None, False, "timeout"),
     ]
     reject = rows[1]
     assert reject.answer == REJECT_PHRASE and reject.confidence == 0.2
     assert rows[0].split == "test" and rows[0].prompt == "2 + 2?" and rows[2].latency_ms == 30.0
-    table = build(rows, CHAIN)
+    table = build(rows[:3], CHAIN)
     assert math.isnan(table.correct[1, 0])  # g-2 at small: unknown, not wrong
     # Replaying the recorded decisions gives back what happened: g-1 small (right), g-2 large (wrong).
     routing = Recorded().route(Context(None, table.hidden(), 0.5, 0.5, 0))
@@ -58,6 +62,11 @@ def test_deployed_lines_grade_the_answer_and_leave_reject_hops_unknown():
     assert result.accuracy == 0.5 and result.cost == pytest.approx(0.5)
     assert result.cumulative_cost == pytest.approx((0.1 + 1.0) / 2)
     assert result.latency_ms == pytest.approx((10 + 40) / 2)
+    assert result.failed == 0
+    # The failures are in the table, unknown rather than wrong at the agent they stopped at.
+    full = build(rows, CHAIN)
+    assert full.n == 4 and full.failed.tolist() == [False, False, True, True]
+    assert np.isnan(full.correct[2:, 0]).all()
 
 
 def forced_answers(override=None):
@@ -73,9 +82,11 @@ def test_forced_lines_and_the_merge():
     forced = forced_records(ITEMS, CHAIN, forced_answers())
     assert len(forced) == 6 and all(r.decision is None for r in forced)
     assert {(r.query_id, r.agent): r.correct for r in forced}[("g-2", "small")] is True
-    merged = merge(deployed_records(ITEMS, DEPLOYED), forced)
+    merged = merge(deployed_records(ITEMS[:3], DEPLOYED, CHAIN), forced)
     by = {(r.query_id, r.agent): r for r in merged}
-    assert set(by) == {("g-1", "small"), ("g-1", "large"), ("g-2", "small"), ("g-2", "large")}  # g-3 unanswered live
+    assert set(by) == {(q, a) for q in ("g-1", "g-2", "g-3") for a in ("small", "large")}
+    assert by[("g-3", "small")].status == by[("g-3", "large")].status == "unanswered"
+    assert by[("g-3", "large")].correct is True  # forced: the baselines still see what large answers
     # g-2 at small: the deployed decision (reject) with the forced answer's correctness (right!).
     assert by[("g-2", "small")].decision == "reject" and by[("g-2", "small")].correct is True
     assert by[("g-2", "small")].latency_ms == 10.0  # what the deployed hop took
@@ -83,6 +94,16 @@ def test_forced_lines_and_the_merge():
     assert by[("g-2", "large")].answer == "The answer is: 8" and by[("g-1", "large")].decision is None
     table = build(merged, CHAIN)
     assert not np.isnan(table.correct).any()
+    # The live run failed g-3: it counts as wrong at the terminal's cost, not left out.
+    routing = Recorded().route(Context(None, table.hidden(), 0.5, 0.5, 0))
+    live = score("disrouter-live", "disrouter", routing, table, 0.5, seed=0)
+    assert live.n == 3 and live.failed == 1
+    assert live.accuracy == pytest.approx(1 / 3) and live.cost == pytest.approx((0.1 + 0.9 + 0.9) / 3)
+    # A central baseline re-routes g-3 on the forced answers: large is right there.
+    from disrouter.bench.methods.baselines import Largest
+
+    largest = score("largest", "baseline", Largest().route(Context(None, table.hidden(), 0.5, 0.5, 0)), table, 0.5, seed=0)
+    assert largest.accuracy == pytest.approx(2 / 3) and largest.failed == 0
 
 
 def test_a_forced_query_answered_by_another_agent_means_the_hook_is_missing():

@@ -147,7 +147,8 @@ def test_chain_aware_answers_where_the_myopic_rule_passes_on():
     assert aware.answer.argmax(axis=1).tolist() == [0, 0]
     paper = SelfRouted("raw", "paper").route(ctx_for(train, test))
     assert paper.answer.argmax(axis=1).tolist() == [0, 2]
-    assert SelfRouted("raw", "chainaware").label == "disrouter-chainaware-raw"
+    assert SelfRouted("raw", "chainaware").label == "central-chainaware-raw"
+    assert SelfRouted("raw", "chainaware").family == "router" and SelfRouted("raw", "paper").family == "disrouter"
 
 
 # --- FrugalGPT cascade ---------------------------------------------------------------------------
