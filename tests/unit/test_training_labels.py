@@ -1,0 +1,105 @@
+import random
+
+import pytest
+
+from disrouter.actors.decision import REJECT_PHRASE, scenario_instruction
+from disrouter.actors.engine import EngineRequest
+from disrouter.actors.engines.prompting import as_dicts, build_messages
+from disrouter.training.config import SFTConfig, TrainConfig
+from disrouter.training.grading import is_correct
+from disrouter.training.labels import build_examples, forced_messages, label, own_answer, self_aware_messages, templated
+from disrouter.training.sampling import Competence
+
+
+def record(i: int, p: float, *, split: str = "train", gold: str = "12") -> Competence:
+    n = 8
+    right = round(p * n)
+    samples = [f"7 + 5 = {gold}, so it is {gold}." if k < right else "7 + 5 = 11" for k in range(n)]
+    return Competence(id=f"q{i:03d}", task="arith", split=split, kind="numeric", gold=gold, prompt=f"What is 7 + 5? ({i})",
+                      p=p, samples=samples, correct=[k < right for k in range(n)])
+
+
+@pytest.mark.parametrize(
+    ("p", "alpha", "expected"),
+    [
+        (0.8, 0.2, "answer"),  # exactly δ = 1 − α: answer
+        (0.79, 0.2, "reject"),
+        (0.5, 0.5, "answer"),
+        (0.49, 0.5, "reject"),
+        (0.2, 0.8, "answer"),
+        (0.19, 0.8, "reject"),
+        (0.0, 0.8, "reject"),
+        (1.0, 0.0, "answer"),
+    ],
+)
+def test_sft_label_is_the_papers_delta_rule(p, alpha, expected):
+    assert label(p, alpha) == expected
+
+
+def test_training_prompts_are_exactly_what_serving_sends():
+    served = as_dicts(build_messages(EngineRequest(query_id="x", prompt="What is 2 + 2?", alpha=0.8, instruction=scenario_instruction(0.8))))
+    assert self_aware_messages("What is 2 + 2?", 0.8) == served
+    assert REJECT_PHRASE in served[0]["content"] and "cost first" in served[0]["content"]
+    terminal = as_dicts(build_messages(EngineRequest(query_id="x", prompt="What is 2 + 2?", alpha=0.8, allow_reject=False)))
+    assert forced_messages("What is 2 + 2?") == terminal and REJECT_PHRASE not in terminal[0]["content"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("The answer is: 40", "The answer is: 40"),  # already templated: kept as it is
+        ("5 * 8 = 40\nThe answer is: 40\nThe answer is: 40", "5 * 8 = 40\nThe answer is: 40"),  # cut after the line
+        ("So 5 * 8 is 40.\n\nThis is a standard calculation: 40.", "So 5 * 8 is 40.\nThe answer is: 40"),
+        ("First 3 + 4 = 7.\nThen 7 * 2 = 14.\nDone, 14 it is", "First 3 + 4 = 7.\nThen 7 * 2 = 14.\nThe answer is: 14"),
+        ("It is 2.50 dollars", "It is 2.50 dollars\nThe answer is: 2.5"),
+        ("no number here", None),
+    ],
+)
+def test_own_answers_are_put_in_the_answer_template(reply, expected):
+    assert templated(reply, "numeric") == expected
+
+
+def test_choice_replies_get_the_template_too():
+    assert templated("B. Paris is the capital", "choice") == "B. Paris is the capital\nThe answer is: B"
+
+
+def test_own_answer_is_a_correct_sample_and_the_shortest():
+    r = record(1, 0.5)
+    r.samples[1] = "A long way round: 7 + 5 makes 12 in the end, so 12."
+    text = own_answer(r)
+    assert text == "7 + 5 = 12, so it is 12.\nThe answer is: 12" and is_correct("numeric", text, "12")
+    assert own_answer(record(2, 0.0)) is None
+
+
+def config(**sft) -> TrainConfig:
+    return TrainConfig(agent="a", model="m", out="/tmp/x", sft=SFTConfig(**sft))
+
+
+def test_examples_follow_the_labels_and_pooled_balance_keeps_each_scenarios_ratio():
+    rng = random.Random(0)
+    records = [record(i, rng.choice([0.0, 0.0, 0.0, 0.25, 0.5, 0.875])) for i in range(300)]
+    records += [record(900 + i, 1.0, split="test") for i in range(20)]  # held out: never a label
+    examples, stats = build_examples(config(forced_share=0.0), records)
+    assert stats["labels"]["answer"] == stats["labels"]["reject"]
+    assert all(e.id < "q900" for e in examples)
+    for e in examples:
+        assert e.label == label(e.p, e.alpha)
+        target = e.completion[0]["content"]
+        assert (target == REJECT_PHRASE) == (e.label == "reject")
+        if e.label == "answer":
+            assert is_correct("numeric", target, "12") and target.endswith("The answer is: 12")
+        assert e.prompt == self_aware_messages(next(r.prompt for r in records if r.id == e.id), e.alpha)
+    rate = {a: c["answer"] / (c["answer"] + c["reject"]) for a, c in stats["per_alpha"].items()}
+    assert rate["0.2"] < rate["0.5"] < rate["0.8"]  # the scenario signal survives balancing
+
+
+def test_per_scenario_balance_and_forced_share():
+    records = [record(i, p) for i, p in enumerate([0.0] * 60 + [0.5] * 30 + [1.0] * 10)]
+    examples, stats = build_examples(config(balance="scenario", forced_share=0.2), records)
+    for counts in stats["per_alpha"].values():
+        assert counts["answer"] == counts["reject"]
+    forced = [e for e in examples if e.alpha is None]
+    assert len(forced) == stats["forced"] and abs(len(forced) / len(examples) - 0.2) < 0.03
+    assert all(REJECT_PHRASE not in e.prompt[0]["content"] and e.label == "answer" for e in forced)
+    unbalanced, stats = build_examples(config(balance="none", forced_share=0.0), records)
+    assert stats["labels"] == {"answer": 40 + 40 + 10, "reject": 60 + 60 + 90}

@@ -1,0 +1,70 @@
+import pytest
+
+from disrouter.actors.decision import REJECT_PHRASE
+from disrouter.training.config import ConfigError, load_config
+from disrouter.training.rl import make_reward_fn, reward
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.2, 0.5, 0.8, 1.0])
+def test_reward_is_one_zero_or_the_reject_value(alpha):
+    assert reward("7 + 5 = 12\nThe answer is: 12", alpha, "12", "numeric", 0.5) == 1.0
+    assert reward("The answer is: 11", alpha, "12", "numeric", 0.5) == 0.0
+    assert reward(REJECT_PHRASE, alpha, "12", "numeric", 0.5) == pytest.approx((1 - alpha) ** 0.5)
+
+
+def test_reject_value_follows_gamma_and_the_policy_optimum():
+    assert reward("I don't know!", 0.8, "12", "numeric", 1.0) == pytest.approx(0.2)
+    assert reward("I don't know!", 0.5, "12", "numeric", 0.5) == pytest.approx(0.7071, abs=1e-4)
+    # Answering beats rejecting in expectation exactly when p > (1 − α)^γ.
+    p = 0.8
+    assert p * 1.0 > reward(REJECT_PHRASE, 0.5, "1", "numeric", 0.5)
+    assert p * 1.0 < reward(REJECT_PHRASE, 0.2, "1", "numeric", 0.5)
+
+
+def test_replies_are_graded_as_serving_reads_them():
+    # Serving stops at the reject phrase: whatever follows it does not turn it into an answer.
+    assert reward("I don't know! But maybe 12.", 0.5, "12", "numeric", 0.5) == pytest.approx(0.5**0.5)
+    # "I don't know how…" is an answer (a wrong one here), not the reject.
+    assert reward("I don't know how, but 11", 0.5, "12", "numeric", 0.5) == 0.0
+    # Serving keeps the reply up to the first complete answer line.
+    assert reward("The answer is: 12\nThe answer is: 13", 0.5, "12", "numeric", 0.5) == 1.0
+    assert reward("The answer is: 13\nThe answer is: 12", 0.5, "12", "numeric", 0.5) == 0.0
+    assert reward("The answer is: B", 0.5, "B", "choice", 0.5) == 1.0
+
+
+def test_trl_reward_function_reads_conversational_completions_and_dataset_columns():
+    fn = make_reward_fn(0.5)
+    rewards = fn(
+        completions=[[{"role": "assistant", "content": "The answer is: 12"}], [{"role": "assistant", "content": REJECT_PHRASE}], "The answer is: 3"],
+        alpha=[0.5, 0.8, 0.2],
+        gold=["12", "12", "4"],
+        kind=["numeric"] * 3,
+        prompts=None,
+        trainer_state=None,
+    )
+    assert rewards == pytest.approx([1.0, 0.2**0.5, 0.0])
+
+
+def test_config_errors_name_the_field(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("agent: a\nmodel: m\nout: o\nsft: {epochs: 1, lerning_rate: 0.1}\n")
+    with pytest.raises(ConfigError, match="lerning_rate"):
+        load_config(path)
+    path.write_text("agent: a\nmodel: m\nout: o\nrl: {batch_size: 7, num_generations: 6}\n")
+    with pytest.raises(ConfigError, match="multiple of rl.num_generations"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    path.write_text("agent: a\nmodel: m\nout: o\nsft: {alphas: [0.2, 1.5]}\n")
+    with pytest.raises(ConfigError, match="α"):
+        load_config(path)
+
+
+def test_shipped_recipes_load():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[2] / "training" / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        cfg = load_config(path)
+        assert cfg.export_to and cfg.data.sets

@@ -1,0 +1,204 @@
+"""Stage 2 — SFT data: what the agent should say, per question and scenario (the paper's labels).
+
+For every training question with competence p and every scenario α of the config:
+
+    p < δ = 1 − α   →  target "I don't know!"                       (reject)
+    otherwise       →  one of the agent's own correct samples      (answer: its own working, then the
+                                                      template's final line "The answer is: X")
+
+asked with exactly the prompt serving sends (scenario instruction, reject offered, answer
+template: `actors/engines/prompting.py`), so the agent learns to decide from the scenario it is
+told. The paper balances answer and reject 50/50; we do it per scenario, by dropping examples
+of the larger class (seeded), because data that is 90 % rejects teaches "always reject" rather
+than "reject when unsure". By default the balance is pooled over the scenarios: dropping
+examples uniformly keeps each scenario's own answer:reject ratio, which is the signal that tells
+α = 0.2 from α = 0.8 (balanced per scenario, a weak agent's α = 0.2 data shrinks to the handful
+of questions it is sure of). `balance: scenario` and `none` are the alternatives.
+
+Beyond the paper, a `forced_share` of examples uses the terminal prompt (no reject offered) with
+an own correct answer as target: LoRA changes the model everywhere, and these keep what a
+terminal (or forced) agent answers as it was.
+
+Written to `<out>/sft/dataset.jsonl` (TRL's conversational prompt-completion format) with
+`<out>/sft/stats.json` beside it: counts per scenario and class, before and after balancing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from disrouter.actors.decision import REJECT_PHRASE, scenario_instruction
+from disrouter.actors.engine import EngineRequest
+from disrouter.actors.engines.prompting import as_dicts, build_messages, cut_after_answer, extract_answer
+from disrouter.training.config import TrainConfig
+from disrouter.training.grading import NUMBER_RE, extract_choice, extract_number, parse_number
+from disrouter.training.sampling import Competence
+
+DATASET_FILE = "dataset.jsonl"
+STATS_FILE = "stats.json"
+
+
+class Example(msgspec.Struct):
+    """One SFT example in TRL's conversational prompt-completion form, plus what it is."""
+
+    prompt: list[dict[str, str]]
+    completion: list[dict[str, str]]
+    id: str
+    alpha: float | None  # None: a forced (terminal-prompt) example
+    label: str  # answer | reject
+    p: float
+
+
+def self_aware_messages(prompt: str, alpha: float) -> list[dict[str, str]]:
+    """The chat messages a non-terminal agent is served with at cost weight α."""
+    request = EngineRequest(query_id="", prompt=prompt, alpha=alpha, instruction=scenario_instruction(alpha))
+    return as_dicts(build_messages(request))
+
+
+def forced_messages(prompt: str) -> list[dict[str, str]]:
+    """The chat messages a terminal (or forced) agent is served with."""
+    return as_dicts(build_messages(EngineRequest(query_id="", prompt=prompt, alpha=0.0, allow_reject=False)))
+
+
+def label(p: float, alpha: float) -> str:
+    """The paper's SFT label: reject when the competence is below δ = 1 − α."""
+    return "reject" if p < 1.0 - alpha else "answer"
+
+
+def templated(reply: str, kind: str) -> str | None:
+    """An own correct reply in the fixed answer template: its working, then "The answer is: X".
+
+    A small model often states its result mid-sentence and rambles on ("…which is 40. This is a
+    standard…"). The target keeps its own working up to the line that states the result (the
+    grader's reading of the reply), then the template's final line, so SFT teaches the template
+    and the stop, in the agent's own words.
+    """
+    reply = cut_after_answer(reply).strip()
+    if extract_answer(reply) is not None:
+        return reply
+    if kind == "numeric":
+        value = extract_number(reply)
+        if value is None:
+            return None
+        # Up to the first line that ends its numbers on the result: the working, not the
+        # restatements a small model piles up after it.
+        working, kept = None, []
+        for line in reply.split("\n"):
+            kept.append(line)
+            numbers = [parse_number(m.group(0)) for m in NUMBER_RE.finditer(line)]
+            if numbers and numbers[-1] == value:
+                working = "\n".join(kept)
+                break
+        if working is None:
+            return None
+        shown = str(value.numerator) if value.denominator == 1 else str(float(value))
+    else:
+        shown = extract_choice(reply)
+        if shown is None:
+            return None
+        working = reply.split("\n", 1)[0]
+    return f"{working.rstrip()}\nThe answer is: {shown}"
+
+
+def own_answer(record: Competence) -> str | None:
+    """One of the agent's own correct replies, templated (None when it never got it right)."""
+    right = [text for text, ok in zip(record.samples, record.correct) if ok and text.strip()]
+    candidates = sorted({t for t in (templated(text, record.kind) for text in right) if t is not None}, key=len)
+    # The shortest: the least rambling of its own right answers, and the cheapest to train on.
+    return candidates[0] if candidates else None
+
+
+def _example(record: Competence, alpha: float | None, target: str, kind: str) -> Example:
+    messages = forced_messages(record.prompt) if alpha is None else self_aware_messages(record.prompt, alpha)
+    return Example(messages, [{"role": "assistant", "content": target}], record.id, alpha, kind, record.p)
+
+
+def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Example], dict[str, Any]]:
+    """The SFT examples and their statistics (see the module doc)."""
+    rng = random.Random(cfg.seed)
+    train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
+    answers: list[Example] = []
+    rejects: list[Example] = []
+    for alpha in cfg.sft.alphas:
+        for record in train:
+            if label(record.p, alpha) == "reject":
+                rejects.append(_example(record, alpha, REJECT_PHRASE, "reject"))
+            else:
+                text = own_answer(record)
+                if text is not None:  # p ≥ 1 − α > 0 means some sample was right
+                    answers.append(_example(record, alpha, text, "answer"))
+    before = _per_alpha(answers + rejects)
+    if cfg.sft.balance == "pooled" and answers and rejects:
+        # Drop examples of the larger class uniformly across scenarios: the classes come out
+        # 50/50 while each scenario keeps its own answer:reject ratio (what tells α apart).
+        keep = min(len(answers), len(rejects))
+        answers, rejects = rng.sample(answers, keep), rng.sample(rejects, keep)
+    elif cfg.sft.balance == "scenario":
+        answers, rejects = _balance_per_scenario(answers, rejects, rng)
+    examples = answers + rejects
+    after = _per_alpha(examples)
+    per_alpha = {a: {**{f"{k}_before": v for k, v in before.get(a, {}).items()}, **after.get(a, {})} for a in before}
+
+    forced = []
+    if cfg.sft.forced_share > 0:
+        solvable = [r for r in train if any(r.correct)]
+        want = round(cfg.sft.forced_share / (1.0 - cfg.sft.forced_share) * len(examples))
+        for record in rng.sample(solvable, min(want, len(solvable))):
+            forced.append(_example(record, None, own_answer(record) or "", "answer"))
+    examples += forced
+    rng.shuffle(examples)
+    if cfg.sft.max_examples is not None:
+        examples = examples[: cfg.sft.max_examples]
+    stats = {
+        "questions": len(train),
+        "examples": len(examples),
+        "per_alpha": per_alpha,
+        "forced": len(forced),
+        "labels": dict(Counter(e.label for e in examples)),
+        "competence_mean": round(sum(r.p for r in train) / len(train), 4) if train else None,
+        "rule": "reject iff p < 1 - alpha (paper, SFT stage)",
+        "balance": cfg.sft.balance,
+    }
+    return examples, stats
+
+
+def _per_alpha(examples: list[Example]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for e in examples:
+        counts = out.setdefault(f"{e.alpha:g}", {"answer": 0, "reject": 0})
+        counts[e.label] += 1
+    return out
+
+
+def _balance_per_scenario(answers: list[Example], rejects: list[Example], rng: random.Random):
+    """50/50 within every scenario (a scenario with few answers then gets few examples)."""
+    kept_a, kept_r = [], []
+    for alpha in sorted({e.alpha for e in answers + rejects}):
+        a = [e for e in answers if e.alpha == alpha]
+        r = [e for e in rejects if e.alpha == alpha]
+        keep = min(len(a), len(r)) or max(len(a), len(r))
+        kept_a += rng.sample(a, min(keep, len(a)))
+        kept_r += rng.sample(r, min(keep, len(r)))
+    return kept_a, kept_r
+
+
+def write_examples(folder: Path, examples: list[Example], stats: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DATASET_FILE
+    encoder = msgspec.json.Encoder()
+    with path.open("wb") as fh:
+        for example in examples:
+            fh.write(encoder.encode(example) + b"\n")
+    (folder / STATS_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(stats), indent=2) + b"\n")
+    return path
+
+
+def read_examples(path: Path) -> list[Example]:
+    decoder = msgspec.json.Decoder(Example)
+    with path.open("rb") as fh:
+        return [decoder.decode(line) for line in fh if line.strip()]

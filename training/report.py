@@ -1,0 +1,241 @@
+"""Stage 6 — the self-awareness report: does the trained agent know what it knows?
+
+On the held-out questions (never trained on), served through the vLLM engine exactly as a
+topology would serve them (greedy, the same prompts, the adapter through vLLM's LoRA support):
+
+- forced accuracy before (base) and after (adapter), asked with the terminal prompt: training
+  must not change what the agent knows (the paper: < 1 point), only whether it says so;
+- per α (the three scenarios and the points between them):
+    answer rate, accuracy when answering,
+    F1 of "answer" against the agent's own correctness (its forced answer is right) — the
+    definition `disrouter eval` uses for self-awareness — and against its sampled competence
+    (p > (1 − α)^γ, the decision the RL reward makes optimal);
+- the same for two references on the same questions: the untrained model's confidence rule
+  (its answer's probability > (1 − α)^γ, the default before training) and a MiniLM probe (a
+  logistic regression from the prompt's embedding to the agent's correctness, fitted on the
+  training mix: a learned router's view of this one agent).
+
+Writes `<out>/report/report.json`, `report.md` (the table) and `answer_rate.png`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+from tqdm import tqdm
+
+from disrouter.actors.decision import is_reject, reject_threshold, scenario_instruction
+from disrouter.actors.engine import EngineRequest
+from disrouter.training.config import TrainConfig
+from disrouter.training.grading import is_correct
+from disrouter.training.mix import max_tokens_for
+from disrouter.training.sampling import Competence
+
+log = structlog.get_logger("disrouter.training")
+
+REPORT_ALPHAS = (0.2, 0.35, 0.5, 0.65, 0.8)
+
+
+@dataclass
+class Replies:
+    """One engine's greedy replies on the held-out questions."""
+
+    forced_correct: np.ndarray  # (n,) bool
+    confidence: np.ndarray  # (n,) float, NaN where none
+    answered: dict[float, np.ndarray] = field(default_factory=dict)  # α → (n,) bool
+    correct: dict[float, np.ndarray] = field(default_factory=dict)  # α → (n,) bool (False if rejected)
+    reject_tokens: list[int] = field(default_factory=list)  # generated tokens of each reject
+
+
+async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas: tuple[float, ...], *,
+                  confidence: bool, label: str, concurrency: int = 32) -> Replies:
+    """Forced replies (with confidence when asked) and, per α, self-aware replies."""
+    semaphore = asyncio.Semaphore(concurrency)
+    n = len(items)
+    replies = Replies(np.zeros(n, bool), np.full(n, np.nan))
+    for alpha in alphas:
+        replies.answered[alpha] = np.zeros(n, bool)
+        replies.correct[alpha] = np.zeros(n, bool)
+    bar = tqdm(total=n * (1 + len(alphas)), desc=f"report {label}", unit="reply")
+
+    async def one(i: int, alpha: float | None) -> None:
+        item = items[i]
+        request = EngineRequest(
+            query_id=f"{item.id}@{alpha}",
+            prompt=item.prompt,
+            alpha=alpha if alpha is not None else 0.0,
+            instruction=scenario_instruction(alpha) if alpha is not None else None,
+            allow_reject=alpha is not None,
+            want_confidence=confidence and alpha is None,
+            max_tokens=max_tokens_for(cfg, item.task),
+        )
+        async with semaphore:
+            result = await engine.generate(request)
+        right = is_correct(item.kind, result.text, item.gold)
+        if alpha is None:
+            replies.forced_correct[i] = right
+            if result.confidence is not None:
+                replies.confidence[i] = result.confidence
+        else:
+            rejected = result.decision == "reject" or is_reject(result.text)
+            replies.answered[alpha][i] = not rejected
+            replies.correct[alpha][i] = right and not rejected
+            if rejected:
+                replies.reject_tokens.append(result.tokens_out)
+        bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(i, a) for i in range(n) for a in (None, *alphas)))
+    finally:
+        bar.close()
+    return replies
+
+
+def f1(decision: np.ndarray, truth: np.ndarray) -> float | None:
+    tp = float(np.sum(decision & truth))
+    denominator = float(decision.sum() + truth.sum())
+    return round(2 * tp / denominator, 4) if denominator else None
+
+
+def scenario_row(answered: np.ndarray, correct: np.ndarray, forced_correct: np.ndarray, p: np.ndarray,
+                 alpha: float, gamma: float) -> dict[str, Any]:
+    optimal = p > reject_threshold(alpha, gamma)
+    return {
+        "alpha": alpha,
+        "answer_rate": round(float(answered.mean()), 4),
+        "accuracy_when_answering": round(float(correct[answered].mean()), 4) if answered.any() else None,
+        "f1_correct": f1(answered, forced_correct),
+        "f1_competence": f1(answered, optimal),
+        "optimal_answer_rate": round(float(optimal.mean()), 4),
+    }
+
+
+def rule_rows(p_hat: np.ndarray, forced_correct: np.ndarray, p: np.ndarray, alphas, gamma: float) -> list[dict[str, Any]]:
+    """A threshold rule on a probability (confidence, or a probe's p̂) at every α."""
+    rows = []
+    for alpha in alphas:
+        answered = np.nan_to_num(p_hat, nan=0.0) > reject_threshold(alpha, gamma)
+        rows.append(scenario_row(answered, answered & forced_correct, forced_correct, p, alpha, gamma))
+    return rows
+
+
+def minilm_probe(train: list[Competence], test: list[Competence], seed: int) -> np.ndarray:
+    """P̂(this agent is right) from the prompt's MiniLM embedding, fitted on the training mix."""
+    from sklearn.linear_model import LogisticRegression
+
+    from disrouter.bench.embed import make_embedder
+
+    embedder = make_embedder("minilm", Path(".disrouter/cache/embeddings"))
+    x_train = embedder.encode([r.prompt for r in train])
+    x_test = embedder.encode([r.prompt for r in test])
+    # One row per sample: the probe learns the sampled competence, not a coin flip of it.
+    rows = np.repeat(np.arange(len(train)), [r.n for r in train])
+    y = np.concatenate([np.asarray(r.correct, float) for r in train]) > 0.5
+    if y.all() or not y.any():
+        return np.full(len(test), float(y.mean()))
+    model = LogisticRegression(C=1.0, max_iter=2000, random_state=seed).fit(x_train[rows], y)
+    return model.predict_proba(x_test)[:, 1]
+
+
+def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, trained: Replies,
+                 probe: np.ndarray | None, alphas=REPORT_ALPHAS) -> dict[str, Any]:
+    gamma = cfg.rl.gamma
+    p = np.asarray([r.p for r in test])
+    trained_rows = [
+        scenario_row(trained.answered[a], trained.correct[a], trained.forced_correct, p, a, gamma) for a in alphas
+    ]
+    levels: dict[str, dict[str, Any]] = {}
+    for key in sorted({f"{r.task}/{r.level}" if r.level else r.task for r in test}):
+        mask = np.asarray([(f"{r.task}/{r.level}" if r.level else r.task) == key for r in test])
+        levels[key] = {
+            "n": int(mask.sum()),
+            "competence": round(float(p[mask].mean()), 4),
+            "forced_accuracy_before": round(float(base.forced_correct[mask].mean()), 4),
+            "forced_accuracy_after": round(float(trained.forced_correct[mask].mean()), 4),
+            "answer_rate": {f"{a:g}": round(float(trained.answered[a][mask].mean()), 4) for a in alphas},
+        }
+    reject_tokens = trained.reject_tokens
+    report = {
+        "agent": cfg.agent,
+        "model": cfg.model,
+        "questions": len(test),
+        "gamma": gamma,
+        "forced_accuracy": {
+            "before": round(float(base.forced_correct.mean()), 4),
+            "after": round(float(trained.forced_correct.mean()), 4),
+        },
+        "trained": trained_rows,
+        "untrained_confidence_rule": rule_rows(base.confidence, base.forced_correct, p, alphas, gamma)
+        if not np.isnan(base.confidence).all()
+        else None,
+        "minilm_probe_rule": rule_rows(probe, base.forced_correct, p, alphas, gamma) if probe is not None else None,
+        "median_reject_tokens": float(np.median(reject_tokens)) if reject_tokens else None,
+        "levels": levels,
+    }
+    report["table"] = table(report)
+    return report
+
+
+def _fmt(value: Any) -> str:
+    return "–" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def table(report: dict[str, Any]) -> str:
+    fa = report["forced_accuracy"]
+    lines = [
+        f"Held-out questions: {report['questions']}. Forced accuracy (terminal prompt, greedy): "
+        f"before {fa['before']:.3f}, after {fa['after']:.3f}. Median tokens of a reject: "
+        f"{_fmt(report['median_reject_tokens'])}.",
+        "",
+        "| α | answer rate | acc. when answering | F1 (own correctness) | F1 (competence) | "
+        "F1 untrained confidence rule | F1 MiniLM probe |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    conf = report.get("untrained_confidence_rule") or [{}] * len(report["trained"])
+    probe = report.get("minilm_probe_rule") or [{}] * len(report["trained"])
+    for row, c, m in zip(report["trained"], conf, probe):
+        lines.append(
+            f"| {row['alpha']:g} | {_fmt(row['answer_rate'])} | {_fmt(row['accuracy_when_answering'])} | "
+            f"{_fmt(row['f1_correct'])} | {_fmt(row['f1_competence'])} | {_fmt(c.get('f1_correct'))} | {_fmt(m.get('f1_correct'))} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series = [("trained (generative)", report["trained"], "o-"),
+              ("untrained confidence rule", report.get("untrained_confidence_rule"), "s--"),
+              ("MiniLM probe rule", report.get("minilm_probe_rule"), "^:")]
+    for name, rows, style in series:
+        if rows:
+            ax.plot([r["alpha"] for r in rows], [r["answer_rate"] for r in rows], style, label=name)
+    ax.plot([r["alpha"] for r in report["trained"]], [r["optimal_answer_rate"] for r in report["trained"]], "k-",
+            alpha=0.4, label="optimal (p > (1-α)^γ)")
+    ax.set_xlabel("cost weight α")
+    ax.set_ylabel("answer rate (held out)")
+    ax.set_title(f"{report['agent']}: answer rate against α")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "report.json", folder / "report.md", folder / "answer_rate.png"]
+    paths[0].write_bytes(msgspec.json.format(msgspec.json.encode(report), indent=2) + b"\n")
+    paths[1].write_text(f"# Self-awareness of {report['agent']}\n\n{report['table']}\n")
+    plot(report, paths[2])
+    return paths

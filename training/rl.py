@@ -1,0 +1,151 @@
+"""Stage 4 — RL: sharpen the SFT agent with TRL's GRPOTrainer and the paper's reward.
+
+    reward = 1            a correct answer
+             0            a wrong answer
+             (1 − α)^γ    "I don't know!"        (γ = 0.5)
+
+so the best policy answers exactly when its chance of being right exceeds (1 − α)^γ, the same
+threshold the confidence rule applies (`actors/decision.py`). α is drawn per prompt from the
+config's scenarios and reaches the model through the prompt, as in serving.
+
+Rollouts are graded the way serving treats a reply: a reply that opens with the reject phrase
+is a reject (the stream would have stopped there), and an answer counts up to its first
+complete answer line (what serving keeps).
+
+Prompts: questions of the training mix, α drawn per prompt. With `informative_first` the
+prompts come first from questions whose own samples disagree (0 < p < 1): a GRPO group whose
+completions all earn the same reward has zero advantage and teaches nothing, and on a CPU every
+step counts. The run starts from the SFT adapter and trains it further; checkpoints go to
+`<out>/rl/checkpoints`, the adapter to `<out>/rl/adapter`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from disrouter.actors.decision import is_reject, reject_threshold
+from disrouter.actors.engines.prompting import cut_after_answer
+from disrouter.training import backend
+from disrouter.training.config import TrainConfig
+from disrouter.training.grading import is_correct
+from disrouter.training.labels import self_aware_messages
+from disrouter.training.sampling import Competence
+from disrouter.training.sft import StageCost
+
+log = structlog.get_logger("disrouter.training")
+
+
+def reward(reply: str, alpha: float, gold: str, kind: str, gamma: float) -> float:
+    """The paper's self-awareness reward for one reply."""
+    if is_reject(reply):
+        return reject_threshold(alpha, gamma)
+    return 1.0 if is_correct(kind, cut_after_answer(reply), gold) else 0.0
+
+
+def _text(completion: Any) -> str:
+    # TRL passes conversational completions as [{"role": "assistant", "content": …}].
+    if isinstance(completion, list):
+        return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+def make_reward_fn(gamma: float):
+    def self_awareness(completions: list[Any], alpha: list[float], gold: list[str], kind: list[str], **_: Any) -> list[float]:
+        return [reward(_text(c), a, g, k, gamma) for c, a, g, k in zip(completions, alpha, gold, kind)]
+
+    return self_awareness
+
+
+def prompts(cfg: TrainConfig, records: list[Competence]) -> list[dict[str, Any]]:
+    """The RL prompts: (question, α) pairs with what the reward needs (see the module doc)."""
+    rng = random.Random(cfg.seed + 1)
+    train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
+    rng.shuffle(train)
+    if cfg.rl.informative_first:
+        train.sort(key=lambda r: 0 if 0.0 < r.p < 1.0 else 1)  # stable: shuffled within each group
+    rows = []
+    for record in train[: cfg.rl.prompts]:
+        alpha = rng.choice(cfg.rl.alphas)
+        rows.append(
+            {"prompt": self_aware_messages(record.prompt, alpha), "alpha": alpha, "gold": record.gold, "kind": record.kind, "id": record.id}
+        )
+    rng.shuffle(rows)
+    return rows
+
+
+def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out: Path) -> tuple[Path, StageCost]:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    rows = prompts(cfg, records)
+    if not rows:
+        raise ValueError("no training question for RL: run the competence stage first")
+    r = cfg.rl
+    checkpoints = out / "checkpoints"
+    args = GRPOConfig(
+        output_dir=str(checkpoints),
+        num_train_epochs=1,
+        per_device_train_batch_size=r.batch_size,
+        gradient_accumulation_steps=r.grad_accum,
+        num_generations=r.num_generations,
+        max_completion_length=r.max_completion_length,
+        temperature=r.temperature,
+        learning_rate=r.learning_rate,
+        beta=r.beta,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        save_steps=r.save_steps,
+        save_total_limit=2,
+        report_to=[],
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+        **backend.precision_args(cfg),
+    )
+    generated = {"tokens": 0}
+
+    class CountTokens(TrainerCallback):
+        # TRL logs the mean completion length per step; tokens sampled = mean × completions.
+        def on_log(self, args_, state, control, logs=None, **kwargs):
+            if logs and "completions/mean_length" in logs:
+                generated["tokens"] += int(logs["completions/mean_length"] * r.batch_size * r.grad_accum)
+
+    started = time.perf_counter()
+    trainer = GRPOTrainer(
+        model=backend.load_model(cfg, adapter=sft_adapter, trainable=True),
+        reward_funcs=make_reward_fn(r.gamma),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=backend.load_tokenizer(cfg),
+        callbacks=[CountTokens()],
+    )
+    resume = backend.last_checkpoint(checkpoints)
+    if resume:
+        log.info("rl_resume", checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    adapter = out / "adapter"
+    trainer.save_model(str(adapter))
+    cost = StageCost(
+        stage="rl",
+        wall_s=round(time.perf_counter() - started, 1),
+        device=backend.device(cfg),
+        dtype=backend.dtype_name(cfg),
+        tokens_sampled=generated["tokens"],
+        # Each rollout (prompt + completion) passes forward and backward once per step.
+        tokens_trained=generated["tokens"] + sum(_prompt_tokens(trainer, row) for row in rows) * r.num_generations,
+        steps=int(result.global_step),
+        examples=len(rows),
+    )
+    log.info("rl_done", adapter=str(adapter), **msgspec.to_builtins(cost))
+    return adapter, cost
+
+
+def _prompt_tokens(trainer: Any, row: dict[str, Any]) -> int:
+    ids = trainer.processing_class.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+    return len(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "input_ids") else ids)
