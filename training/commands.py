@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"disrouter train: {exc}", file=sys.stderr)
         return 2
-    command = "disrouter train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 else "disrouter train all " + args.config
+    # The card names the command that reproduces the whole adapter, whichever stage ran last.
+    command = f"disrouter train all {shlex.quote(args.config)}" + (f" --out {shlex.quote(args.out)}" if args.out else "")
     run_ = Run(cfg, args.config, command)
     if args.stage == "report" and args.adapter:
         run_.report(force=True, adapter=Path(args.adapter))

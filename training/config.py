@@ -37,6 +37,9 @@ class DataSet(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     # Sampling budget for this set's replies: arithmetic needs a few lines, GSM8K a paragraph.
     max_tokens: int = 192
     levels: list[str] = []  # arith only: keep these difficulty levels (default: all)
+    # Override the run's train_questions / eval_questions for this set.
+    train_questions: int | None = None
+    eval_questions: int | None = None
 
 
 class DataConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -90,11 +93,15 @@ class RLConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     temperature: float = 0.9
     learning_rate: float = 5.0e-5
     beta: float = 0.0  # KL weight; 0 needs no reference model (TRL's default)
+    # "none" (Dr. GRPO): advantages are reward − group mean, so an update is as large as the
+    # reward difference it follows. TRL's default "group" divides by the group's std, which
+    # turns a 0.1 gap (a right answer vs a reject at α = 0.2) into a full ±1σ push to answer.
+    scale_rewards: Literal["none", "group", "batch"] = "none"
     batch_size: int = 12  # completions per step (a multiple of num_generations)
     grad_accum: int = 1
-    # Prefer prompts whose own samples disagree (0 < p < 1): a group that all agrees has zero
-    # advantage and teaches GRPO nothing, so on a CPU budget such prompts are wasted steps.
-    informative_first: bool = True
+    # Half the prompts where answering is optimal (p > (1 − α)^γ), half where rejecting is
+    # (training/rl.py says why); off: questions and α as they come.
+    balance_decisions: bool = True
     save_steps: int = 10
 
 

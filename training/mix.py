@@ -23,8 +23,10 @@ def questions(cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
             items = [item for item in items if item.level in set(spec.levels)]
         set_train = [item for item in items if item.split == "train"]
         set_test = [item for item in items if item.split == "test"]
-        train += set_train if cfg.data.train_questions is None else set_train[: cfg.data.train_questions]
-        held_out += set_test[: cfg.data.eval_questions]
+        n_train = spec.train_questions if spec.train_questions is not None else cfg.data.train_questions
+        n_eval = spec.eval_questions if spec.eval_questions is not None else cfg.data.eval_questions
+        train += set_train if n_train is None else set_train[:n_train]
+        held_out += set_test[:n_eval]
     return train, held_out
 
 

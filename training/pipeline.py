@@ -98,7 +98,7 @@ class Run:
                 stage="sample",
                 wall_s=round(previous + time.perf_counter() - started, 1),
                 device=backend.device(self.cfg),
-                dtype="vllm",
+                dtype=f"vllm {backend.dtype_name(self.cfg)}",
                 tokens_sampled=sum(r.tokens_out for r in records.values()),
                 examples=len(records),
             ))

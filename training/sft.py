@@ -36,6 +36,7 @@ class StageCost(msgspec.Struct, omit_defaults=True):
     tokens_trained: int = 0  # sequence tokens through forward + backward, all epochs
     steps: int = 0
     examples: int = 0
+    note: str | None = None  # anything that makes the wall time less than clean (shared CPU, resumed)
 
 
 def _token_count(tokenizer: Any, examples: list[Any]) -> int:

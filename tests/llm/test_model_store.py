@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from disrouter.training import models
+from disrouter.actors import models
 from disrouter.actors.models import MANIFEST, ModelSource, ModelStoreError, Piece
 
 
