@@ -3,6 +3,10 @@
 Replies are matched by correlation id (the query id), faust-style: one consumer reads the
 answers topic from its end, and each pending `ask` waits on a future keyed by its id. Answers
 may arrive twice (at-least-once); the first one wins and later copies are ignored.
+
+A client writes `<ns>.ingress`. A trusted tool that holds the topology's trust key (the live
+evaluation's forced phase) may also write straight to an agent's topic: the client signs those
+hand-offs (`trust.py`); without the key it refuses to send them, as the agent would refuse them.
 """
 
 from __future__ import annotations
@@ -14,15 +18,31 @@ import msgspec
 from aiokafka import TopicPartition
 
 from disrouter.actors import topics
-from disrouter.actors.config import KafkaSpec
-from disrouter.actors.contracts import Answer, Query
+from disrouter.actors.boundary import signed_query
+from disrouter.actors.config import KafkaSpec, TrustSpec
+from disrouter.actors.contracts import AGENT_ONLY_FIELDS, Answer, Query
 from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.trust import TrustKeyError, TrustKeys
+
+_DEFAULTS = Query(prompt="-")
 
 
 class Client:
-    def __init__(self, bootstrap: str, namespace: str, *, answers_topic: str | None = None) -> None:
-        self.spec = KafkaSpec(bootstrap_servers=bootstrap)
+    def __init__(
+        self,
+        bootstrap: str,
+        namespace: str,
+        *,
+        answers_topic: str | None = None,
+        trust_keys: TrustKeys | None = None,
+        kafka: KafkaSpec | None = None,
+    ) -> None:
+        # `kafka` carries TLS/SASL settings for a secured cluster; `bootstrap` wins over its address.
+        self.spec = msgspec.structs.replace(kafka, bootstrap_servers=bootstrap) if kafka else KafkaSpec(bootstrap_servers=bootstrap)
         self.namespace = namespace
+        # Needed only to write agent topics; by default the key of the default trust spec
+        # ($DISROUTER_TRUST_KEY), when this process has it.
+        self.trust_keys = trust_keys
         self.answers_topic = answers_topic or topics.answers(namespace)
         self._pending: dict[str, asyncio.Future[Answer]] = {}
         self._finished: set[str] = set()
@@ -75,15 +95,30 @@ class Client:
                     elif future is not None or answer.id in self._finished:
                         self.duplicates += 1
 
+    def _keys(self) -> TrustKeys:
+        if self.trust_keys is None:
+            try:
+                self.trust_keys = TrustKeys.load(TrustSpec())
+            except TrustKeyError as exc:
+                raise TrustKeyError(f"writing an agent's topic needs the topology's trust key: {exc}") from None
+        return self.trust_keys
+
     async def submit(self, query: Query, topic: str | None = None) -> asyncio.Future[Answer]:
-        """Produce a query (to the ingress, or straight to an agent's topic); returns a future
-        resolved with its answer."""
+        """Produce a query (to the ingress, or, signed, straight to an agent's topic); returns a
+        future resolved with its answer."""
         if query.id is None:
             query.id = f"q-{uuid.uuid4().hex[:12]}"
+        topic = topic or topics.ingress(self.namespace)
+        if topic == topics.ingress(self.namespace):
+            # The entry agent dead-letters these; say so here instead of timing out later.
+            for field in AGENT_ONLY_FIELDS:
+                if getattr(query, field) != getattr(_DEFAULTS, field):
+                    raise ValueError(f"`{field}` is written by agents only; send it signed to an agent's topic, not to {topic}")
+            key, value, headers = query.id.encode(), self._encoder.encode(query), None
+        else:
+            key, value, headers = signed_query(self._keys(), topic, query, self._encoder)
         future = self._pending.setdefault(query.id, asyncio.get_running_loop().create_future())
-        await self._producer.send_and_wait(
-            topic or topics.ingress(self.namespace), self._encoder.encode(query), key=query.id.encode()
-        )
+        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
         return future
 
     async def ask(self, query: Query, timeout_s: float = 120.0, topic: str | None = None) -> Answer:

@@ -10,10 +10,32 @@ from typing import Any, Literal
 
 import msgspec
 
+from disrouter.actors import topics
 from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness
 
 Policy = Literal["first_unvisited", "cheapest_unvisited", "tag_match", "hash_unvisited"]
 OnExhausted = Literal["force", "unanswered"]
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaCredentials(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Who a replica is to the broker: one Kafka principal per agent lets ACLs say what each
+    agent may read and write (README, "Trust boundary and delivery guarantees").
+
+    Secrets never sit in the topology (it is a Serve config, shown by the dashboard): the
+    password and the key's passphrase are read inside the replica from an environment variable
+    or a file.
+    """
+
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None
+    sasl_password_file: str | None = None
+    ssl_certfile: str | None = None  # client certificate (mutual TLS)
+    ssl_keyfile: str | None = None
+    ssl_password_env: str | None = None  # passphrase of ssl_keyfile, if it has one
 
 
 class KafkaSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -32,17 +54,86 @@ class KafkaSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     # A new agent group starts from the earliest offset: queries produced before the agent
     # came up are still answered rather than skipped.
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    security_protocol: str = "PLAINTEXT"
+    # TLS and SASL, passed through to aiokafka (`kafka.py: connection_options`).
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    ssl_cafile: str | None = None  # the brokers' CA; none: the system's trust store
+    ssl_check_hostname: bool = True
+    credentials: KafkaCredentials | None = None
+
+
+# What one hop can add to a query on its way (its `Hop` in the trail): an agent name is at most
+# MAX_NAME_CHARS, an engine error is cut to MAX_HOP_ERROR_CHARS, and JSON may escape a
+# character to six bytes. Agent topics accept this much per hop on top of the ingress limit, so
+# a query the entry accepted never grows past what the next agent accepts.
+MAX_NAME_CHARS = 64
+MAX_HOP_ERROR_CHARS = 256
+HOP_BYTES = 6 * (MAX_NAME_CHARS + MAX_HOP_ERROR_CHARS) + 512
 
 
 class Limits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Enforced on every message an agent decodes; a breach goes to the dead-letter topic."""
 
-    max_message_bytes: int = 1_048_576
+    max_message_bytes: int = 1_048_576  # a client's query on the ingress topic
     max_prompt_chars: int = 32_768
     max_hops: int = 32  # ceiling for a query's own max_hops
     max_tags: int = 32
     max_id_chars: int = 256
+
+    @property
+    def handoff_bytes(self) -> int:
+        """The largest query an agent accepts from another agent: the ingress limit plus room
+        for a full trail."""
+        return self.max_message_bytes + self.max_hops * HOP_BYTES
+
+    @property
+    def publish_bytes(self) -> int:
+        """The producer's request limit: an answer carries the query's fields, a full trail
+        and the reply, so it gets twice the ingress limit on top of the trail room."""
+        return 2 * self.max_message_bytes + self.max_hops * HOP_BYTES + 65_536
+
+
+class TrustSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The trust boundary between clients and agents (see `boundary.py`).
+
+    Agents sign what they pass to each other with a shared HMAC key; a message on an agent's
+    own topic without a valid signature is dead-lettered. The key is never in the topology:
+    it is read inside each replica from `key_file`, else from the environment variable
+    `key_env`. Trusted tools (`disrouter eval --live --forced-alone`) hold the same key.
+    """
+
+    key_env: str = "DISROUTER_TRUST_KEY"
+    key_file: str | None = None
+    # Topic prefixes a client's `reply_to` may name. None: the namespace's own prefix
+    # (`<ns>.`). The namespace's internal topics (ingress, dlq, agent topics) are never allowed.
+    reply_to_prefixes: list[str] | None = None
+
+
+class Timeouts(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Bounds that keep one bad message from jamming an agent (README, delivery guarantees)."""
+
+    # One query's engine work at this agent (retries included); past it the query ends
+    # `unanswered` with the reason instead of holding its partition's commits forever.
+    process_s: float = 600.0
+    # Retrying one publish on errors worth retrying (broker away, leader moving); errors not
+    # worth retrying (too large, not authorised) fail at once.
+    publish_s: float = 30.0
+    # Health fails when work has made no progress for this long (a stuck offset, a loop that
+    # stopped polling), so Serve replaces the replica. Must exceed the worst handling of one
+    # query: process_s plus a few publishes.
+    stall_s: float = 900.0
+    # On a rebalance, how long work in flight for the revoked partitions may still finish and
+    # publish before the rest is fenced (`rebalance.py`): what finishes is never redone. The
+    # group waits for it, so this delays every rebalance by up to as much.
+    rebalance_grace_s: float = 5.0
+
+    @property
+    def publish_attempt_s(self) -> float:
+        """One produce attempt's share of `publish_s`: a request that hangs is abandoned and
+        sent afresh, rather than spending the whole budget (aiokafka retries a batch within the
+        same request; a new send succeeds where that retry keeps failing, as with Tansu after
+        it auto-creates a topic)."""
+        return max(1.0, self.publish_s / 3)
 
 
 class Prices(msgspec.Struct, forbid_unknown_fields=True):
@@ -86,7 +177,14 @@ class AgentConfig(msgspec.Struct, omit_defaults=True):
     drain_timeout_s: float = 10.0
     kafka: KafkaSpec = msgspec.field(default_factory=KafkaSpec)
     limits: Limits = msgspec.field(default_factory=Limits)
+    trust: TrustSpec = msgspec.field(default_factory=TrustSpec)
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     all_topics: list[str] = []  # every topic of the namespace, for create-on-start
+
+    @property
+    def ingress_topic(self) -> str:
+        # The one topic clients write; every other input carries signed agent hand-offs.
+        return topics.ingress(self.namespace)
 
     @property
     def group_id(self) -> str:

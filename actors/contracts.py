@@ -52,25 +52,34 @@ class Hop(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 class Query(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """An ingress query, and the same struct travelling between agents after rejects.
 
-    Only `prompt` is required. `trail` carries the hops so far, so any agent downstream (and
-    the final answer) sees the whole path without a central router.
+    Only `prompt` is required. The fields split along the trust boundary (`boundary.py`):
+    a client sets the first group on `<ns>.ingress`; the second group is written by agents
+    only, travels signed on agent topics, and is refused (dead-lettered) on ingress.
     """
 
+    # --- what a client may set on ingress --------------------------------------------------
     prompt: str
     id: str | None = None
     scenario: Scenario | None = None
     alpha: float | None = None
-    reply_to: str | None = None
-    max_hops: int | None = None
+    reply_to: str | None = None  # a topic the topology allows (default: `<ns>.` but not internal ones)
+    max_hops: int | None = None  # may lower the topology's bound, never raise it
     tags: list[str] = []
     metadata: dict[str, Any] = {}
+    # --- written by agents (and trusted tools holding the trust key) only -----------------
     # The receiving agent must answer (as if it were terminal): how every agent's own answer
     # to every question is recorded for baselines and the oracle (`disrouter eval --forced-alone`).
     force_answer: bool = False
+    # The hops so far, so any agent downstream (and the final answer) sees the whole path
+    # without a central router; visited agents, `forced` and the totals all derive from it.
     trail: list[Hop] = []
 
     def visited(self) -> set[str]:
         return {hop.agent for hop in self.trail}
+
+
+# Query fields only agents write: a client that sets one on ingress is dead-lettered.
+AGENT_ONLY_FIELDS = ("force_answer", "trail")
 
 
 class Totals(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -124,9 +133,13 @@ class Answer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):
-    """A message an agent could not process, with why and where it came from.
+    """A message an agent could not process or publish, with why and where it came from.
 
-    The raw value is kept verbatim (as text, or base64 when not UTF-8) so nothing is lost.
+    `topic`/`partition`/`offset` locate the consumed record. The raw value is kept as text, or
+    base64 when not UTF-8. A value too large to fit a dead letter is cut (`value_truncated`,
+    with `value_bytes` the original size): the record itself stays at its offset in `topic`
+    for as long as the topic keeps it. When publishing an outcome failed, `destination` names
+    where it was going and `value` holds the outcome instead of the consumed record.
     """
 
     reason: str
@@ -139,3 +152,6 @@ class DeadLetter(msgspec.Struct, omit_defaults=True):
     key: str | None = None
     error_type: str = "decode"
     timestamp_ms: int | None = None
+    value_truncated: bool = False
+    value_bytes: int | None = None
+    destination: str | None = None

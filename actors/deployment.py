@@ -2,7 +2,8 @@
 
 Replicas of an agent share its consumer group, so Kafka spreads the agent's partitions over
 them; scaling an agent is `replicas:` in the topology. Serve's health check fails as soon as
-the consume loop dies, so Serve restarts the replica instead of leaving a silent zombie.
+the consume loop dies or stalls (no progress with work pending, `worker.stalled`), so Serve
+restarts the replica instead of leaving a silent zombie.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class AgentDeployment:
     async def check_health(self) -> None:
         failure = self.worker.failure
         if failure is not None:
-            raise RuntimeError(f"agent {self.config.name!r} consume loop died: {failure!r}")
+            raise RuntimeError(f"agent {self.config.name!r} consume loop is unhealthy: {failure!r}")
 
     async def stats(self) -> dict[str, Any]:
         return self.worker.snapshot()

@@ -26,14 +26,16 @@ class Envelope:
         self._decoder = msgspec.json.Decoder(Query)
         self._encoder = msgspec.json.Encoder()
 
-    def decode(self, value: bytes | None, key: bytes | None = None) -> Query:
+    def decode(self, value: bytes | None, key: bytes | None = None, *, max_bytes: int | None = None) -> Query:
+        """The structural rules every query meets, wherever it comes from. Who may set what
+        (ingress vs. agent hand-offs) is `boundary.py`'s job, on top of this. `max_bytes`
+        defaults to the ingress limit; hand-offs get room for their trail."""
         limits = self.limits
+        max_bytes = limits.max_message_bytes if max_bytes is None else max_bytes
         if value is None:
             raise MalformedMessage("empty", "message has no value (tombstone)")
-        if len(value) > limits.max_message_bytes:
-            raise MalformedMessage(
-                "limit", f"message is {len(value)} bytes, over the limit of {limits.max_message_bytes}"
-            )
+        if len(value) > max_bytes:
+            raise MalformedMessage("limit", f"message is {len(value)} bytes, over the limit of {max_bytes}")
         try:
             query = self._decoder.decode(value)
         except msgspec.ValidationError as exc:
@@ -79,3 +81,26 @@ def raw_value(value: bytes | None) -> tuple[str, str]:
         return value.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(value).decode("ascii"), "base64"
+
+
+def dead_letter_bytes(letter: DeadLetter, raw: bytes | None, budget: int, encode) -> bytes:
+    """Encode a dead letter carrying `raw`, cut so the whole letter fits `budget` bytes.
+
+    A letter over the producer's request limit could never be published, and a dead letter
+    that cannot be published would hold its partition forever. Base64 and JSON escaping make
+    the encoded size hard to predict, so the value is cut in proportion until the letter fits.
+    """
+    raw = raw or b""
+    text = raw_value(raw)[1] == "utf-8"
+    cut = raw
+    while True:
+        letter.value, letter.value_encoding = raw_value(cut)
+        letter.value_truncated = len(cut) < len(raw)
+        letter.value_bytes = len(raw) if letter.value_truncated else None
+        data = encode(letter)
+        if len(data) <= budget or not cut:
+            return data
+        # Shrink in proportion to the overshoot, with a margin for the letter's other fields.
+        cut = cut[: max(0, min(len(cut) - 1, len(cut) * budget // len(data) - 1024))]
+        if text:  # cut on a character boundary, so text stays text
+            cut = cut.decode("utf-8", "ignore").encode("utf-8")

@@ -36,3 +36,18 @@ class TraceFormatError(DisrouterError):
         self.path = path
         self.line_no = line_no
         self.reason = reason
+
+
+class PublishFailed(DisrouterError):
+    """A record could not be published: an error not worth retrying (too large, not
+    authorised), or errors worth retrying that outlasted the publish timeout.
+
+    `retriable` tells the two apart: only the second suggests the broker itself is away, in
+    which case a message is better left unfinished (redelivered later) than given up.
+    """
+
+    def __init__(self, topic: str, reason: str, *, retriable: bool) -> None:
+        super().__init__(f"could not publish to {topic}: {reason}")
+        self.topic = topic
+        self.reason = reason
+        self.retriable = retriable

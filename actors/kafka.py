@@ -7,30 +7,83 @@ design is at-least-once: publish, then commit; consumers of answers de-duplicate
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from disrouter.actors.config import KafkaSpec
+from disrouter.actors.errors import DisrouterError
 
 
-def make_producer(spec: KafkaSpec, *, max_request_size: int = 1_048_576 * 2) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=spec.bootstrap_servers,
-        security_protocol=spec.security_protocol,
+class KafkaConfigError(DisrouterError):
+    """TLS/SASL settings that cannot work (a missing secret, a SASL protocol with no user)."""
+
+
+def _secret(env: str | None, file: str | None, what: str) -> str | None:
+    if file:
+        try:
+            return Path(file).expanduser().read_text().strip()
+        except OSError as exc:
+            raise KafkaConfigError(f"{what}: cannot read {file!r}: {exc.strerror or exc}") from None
+    if env:
+        value = os.environ.get(env)
+        if not value:
+            raise KafkaConfigError(f"{what}: ${env} is not set")
+        return value
+    return None
+
+
+def connection_options(spec: KafkaSpec) -> dict[str, Any]:
+    """The aiokafka keyword arguments that say where the brokers are and who we are to them.
+
+    Secrets are read here, inside the process that connects, never from the topology.
+    """
+    options: dict[str, Any] = {"bootstrap_servers": spec.bootstrap_servers, "security_protocol": spec.security_protocol}
+    creds = spec.credentials
+    if spec.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        context = create_ssl_context(
+            cafile=spec.ssl_cafile,
+            certfile=creds.ssl_certfile if creds else None,
+            keyfile=creds.ssl_keyfile if creds else None,
+            password=_secret(creds.ssl_password_env, None, "kafka.credentials.ssl_password_env") if creds else None,
+        )
+        context.check_hostname = spec.ssl_check_hostname
+        options["ssl_context"] = context
+    if spec.security_protocol.startswith("SASL_"):
+        if creds is None or not creds.sasl_username:
+            raise KafkaConfigError(f"security_protocol {spec.security_protocol} needs kafka.credentials.sasl_username")
+        options["sasl_mechanism"] = spec.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = creds.sasl_username
+        options["sasl_plain_password"] = _secret(
+            creds.sasl_password_env, creds.sasl_password_file, "kafka.credentials.sasl_password"
+        )
+        if options["sasl_plain_password"] is None:
+            raise KafkaConfigError("SASL needs kafka.credentials.sasl_password_env or sasl_password_file")
+    return options
+
+
+def make_producer(spec: KafkaSpec, *, max_request_size: int = 1_048_576 * 2, **overrides: Any) -> AIOKafkaProducer:
+    options = dict(
+        **connection_options(spec),
         acks="all",
         enable_idempotence=False,
         linger_ms=spec.linger_ms,
         max_request_size=max_request_size,
     )
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
 
 
 def make_consumer(spec: KafkaSpec, *topics: str, group_id: str | None, **overrides) -> AIOKafkaConsumer:
     options = dict(
-        bootstrap_servers=spec.bootstrap_servers,
-        security_protocol=spec.security_protocol,
+        **connection_options(spec),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset=spec.auto_offset_reset,
@@ -44,7 +97,7 @@ def make_consumer(spec: KafkaSpec, *topics: str, group_id: str | None, **overrid
 
 async def ensure_topics(spec: KafkaSpec, names: Iterable[str], partitions: int | None = None) -> list[str]:
     """Create the topics that do not exist yet; returns the ones created. Idempotent."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=spec.bootstrap_servers, security_protocol=spec.security_protocol)
+    admin = AIOKafkaAdminClient(**connection_options(spec))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

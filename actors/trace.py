@@ -1,8 +1,8 @@
 """Replay traces: recorded outcomes, one JSON line per (query, agent).
 
-The format is a public contract (DESIGN.md): external traces are fed to the replay engine and
-to `disrouter eval` as they are, so only `query_id`, `agent` and `correct` are required and
-unknown fields are tolerated rather than rejected.
+The format is a public contract (README, "Wire format"): external traces are fed to the
+replay engine and to `disrouter eval` as they are, so only `query_id`, `agent` and `correct`
+are required and unknown fields are tolerated rather than rejected.
 """
 
 from __future__ import annotations

@@ -17,13 +17,15 @@ class PartitionWatermark:
     of pending offsets with a done-set gives O(1) amortised start/finish.
     """
 
-    __slots__ = ("_pending", "_done", "_next_commit", "_committed")
+    __slots__ = ("_pending", "_done", "_next_commit", "_committed", "_first_started", "_last_started")
 
     def __init__(self) -> None:
         self._pending: deque[int] = deque()
         self._done: set[int] = set()
         self._next_commit: int | None = None  # offset the next commit should carry
         self._committed: int | None = None  # offset last handed to Kafka
+        self._first_started: int | None = None
+        self._last_started: int | None = None
 
     def start(self, offset: int) -> None:
         if self._pending and offset <= self._pending[-1]:
@@ -31,6 +33,9 @@ class PartitionWatermark:
         if not self._pending and self._next_commit is not None and offset < self._next_commit:
             raise ValueError(f"offset {offset} is below the watermark {self._next_commit}")
         self._pending.append(offset)
+        if self._first_started is None:
+            self._first_started = offset
+        self._last_started = offset
 
     def finish(self, offset: int) -> None:
         if not self._pending or offset < self._pending[0] or offset in self._done:
@@ -53,6 +58,20 @@ class PartitionWatermark:
 
     def mark_committed(self, offset: int) -> None:
         self._committed = offset
+
+    def owns_commit(self, committed: int | None) -> bool:
+        """Whether the group's committed offset is still where this tracker left it (its own
+        last commit, or, before it committed anything, where it started reading): then no
+        other consumer finished work on the partition since."""
+        if self._committed is not None:
+            return committed == self._committed
+        return committed is None or committed == self._first_started
+
+    @property
+    def next_offset(self) -> int | None:
+        """The offset after the last one started: where reading resumes without re-reading
+        work still in flight (None: nothing was started)."""
+        return None if self._last_started is None else self._last_started + 1
 
 
 class Watermarks:
@@ -88,6 +107,14 @@ class Watermarks:
     def drop(self, tps: object) -> None:
         for tp in tps:
             self._parts.pop(tp, None)
+
+    def detach(self, tp: object) -> PartitionWatermark | None:
+        """Take a partition's tracker out (its partition was revoked), to `attach` it again if
+        the partition comes back to this consumer with its work still in flight."""
+        return self._parts.pop(tp, None)
+
+    def attach(self, tp: object, part: PartitionWatermark) -> None:
+        self._parts[tp] = part
 
     @property
     def in_flight(self) -> int:

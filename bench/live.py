@@ -52,6 +52,7 @@ from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.decision import REJECT_PHRASE, scenario_for_alpha
 from disrouter.actors.client import Client
 from disrouter.actors.trace import TraceRecord, write_trace
+from disrouter.actors.trust import TrustKeys
 from disrouter.bench.evalset import Chain
 from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
@@ -243,13 +244,16 @@ async def collect(
     timeout_s: float = 300.0,
     forced_alone: bool = False,
     run_id: str | None = None,
+    trust_keys: TrustKeys | None = None,
 ) -> LiveRun:
     """Run the phases against a deployed topology and write the traces; returns where they are."""
     out.mkdir(parents=True, exist_ok=True)
     run_id = run_id or uuid.uuid4().hex[:8]
     traces: dict[str, str] = {}
     phases: list[PhaseStats] = []
-    async with Client(bootstrap, namespace) as client:
+    # The forced phase writes the agents' own topics: signed with the topology's trust key
+    # (`trust_keys`, else $DISROUTER_TRUST_KEY), as agents sign their hand-offs.
+    async with Client(bootstrap, namespace, trust_keys=trust_keys) as client:
         forced_rows: list[TraceRecord] | None = None
         if forced_alone:
             jobs = [
@@ -374,6 +378,15 @@ def run_live_command(args: argparse.Namespace) -> int:
     if not items:
         raise EvalInputError(f"{args.dataset}: no {args.split} question in the first {args.limit} (raise --limit)")
     bootstrap = find_bootstrap(args, topology.namespace, topology.kafka.bootstrap_servers)
+    trust_keys = None
+    if args.forced_alone:
+        from disrouter.actors.trust import TrustKeyError
+        from disrouter.topology.stack import DEFAULT_RUN_DIR, tool_trust_keys
+
+        try:
+            trust_keys = tool_trust_keys(topology, Path(args.run_dir) if args.run_dir else DEFAULT_RUN_DIR)
+        except TrustKeyError as exc:
+            raise EvalInputError(f"--forced-alone writes to the agents' own topics, signed: {exc}") from None
     out = Path(args.out)
     run = asyncio.run(
         collect(
@@ -386,6 +399,7 @@ def run_live_command(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             timeout_s=args.timeout,
             forced_alone=args.forced_alone,
+            trust_keys=trust_keys,
         )
     )
     for stats in run.phases:

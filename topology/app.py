@@ -27,7 +27,7 @@ def build_app(args: dict[str, Any]) -> Application:
             AgentDeployment.options(
                 name=spec.name,
                 num_replicas=spec.replicas,
-                ray_actor_options=actor_options(spec.ray_actor_options),
+                ray_actor_options=actor_options(spec),
                 # Serve's request queue only carries status calls; queries come over Kafka.
                 max_ongoing_requests=16,
             ).bind(msgspec.to_builtins(configs[spec.name]))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from disrouter.actors import topics
 from disrouter.actors.config import AgentConfig, Peer
-from disrouter.topology.schema import Topology
+from disrouter.topology.schema import AgentSpec, Topology
 
 DEFAULT_NUM_CPUS = 0.25  # a 2-core laptop fits several agents; GPU agents set their own
 
@@ -42,14 +44,27 @@ def agent_configs(topology: Topology) -> dict[str, AgentConfig]:
             on_exhausted=topology.on_exhausted,
             max_in_flight=spec.max_in_flight,
             max_tokens=spec.max_tokens,
-            kafka=topology.kafka,
+            kafka=(msgspec.structs.replace(topology.kafka, credentials=spec.kafka_credentials)
+                   if spec.kafka_credentials is not None else topology.kafka),
             limits=topology.limits,
+            trust=topology.trust,
+            timeouts=spec.timeouts or topology.timeouts,
             all_topics=every_topic,
         )
     return configs
 
 
-def actor_options(spec_options: dict) -> dict:
+def actor_options(spec: AgentSpec | dict) -> dict:
+    """The replica's Ray actor options: the agent's own, a default CPU share, and its engine's
+    `env:` as the replica process's environment (Ray sets it before the process starts, so an
+    engine never rewrites the environment of a running process)."""
+    spec_options = spec.ray_actor_options if isinstance(spec, AgentSpec) else spec
     options = dict(spec_options)
     options.setdefault("num_cpus", DEFAULT_NUM_CPUS)
+    env = spec.engine.get("env") if isinstance(spec, AgentSpec) else None
+    if isinstance(env, dict) and env:
+        runtime_env = dict(options.get("runtime_env") or {})
+        # The topology's runtime_env wins where both name a variable: it is the more explicit.
+        runtime_env["env_vars"] = {**{k: str(v) for k, v in env.items()}, **(runtime_env.get("env_vars") or {})}
+        options["runtime_env"] = runtime_env
     return options

@@ -77,6 +77,9 @@ def parse_topology(args: dict[str, Any], base_dir: Path | None = None, source: s
     except msgspec.ValidationError as exc:
         raise TopologyError([_field_path(args, str(exc))], source) from None
     if base_dir is not None:
+        key_file = topology.trust.key_file
+        if key_file and key_file.startswith(("./", "../")):
+            topology.trust = msgspec.structs.replace(topology.trust, key_file=str((base_dir / key_file).resolve()))
         for agent in topology.agents:
             for key in PATH_OPTIONS:
                 value = agent.engine.get(key)

@@ -24,8 +24,18 @@ from typing import Any
 import msgspec
 
 from disrouter.actors.contracts import Scenario
-from disrouter.actors.config import KafkaSpec, Limits, OnExhausted, Policy, Prices
+from disrouter.actors.config import (
+    KafkaCredentials,
+    KafkaSpec,
+    Limits,
+    OnExhausted,
+    Policy,
+    Prices,
+    Timeouts,
+    TrustSpec,
+)
 from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness
+
 
 class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
@@ -44,6 +54,9 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     max_in_flight: int = 32
     max_tokens: int | None = None
     ray_actor_options: dict[str, Any] = {}
+    # This agent's own Kafka principal (ACLs per agent); default: the topology's.
+    kafka_credentials: KafkaCredentials | None = None
+    timeouts: Timeouts | None = None  # default: the topology's
 
     @property
     def is_terminal(self) -> bool:
@@ -61,6 +74,8 @@ class Topology(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     max_hops: int | None = 8
     on_exhausted: OnExhausted = "force"
     limits: Limits = msgspec.field(default_factory=Limits)
+    trust: TrustSpec = msgspec.field(default_factory=TrustSpec)
+    timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
 
     @property
     def entry_agent(self) -> str:

@@ -215,6 +215,39 @@ def local_env() -> dict[str, str]:
 
 
 
+# --- the hand-off key ----------------------------------------------------------------------
+
+TRUST_KEY_FILE = "trust.key"
+
+
+def make_trust_key(run_dir: Path) -> Path:
+    """A fresh trust key in the run dir, readable by this user only."""
+    import secrets
+
+    path = run_dir / TRUST_KEY_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def tool_trust_keys(topology, run_dir: Path = DEFAULT_RUN_DIR):
+    """The trust key a tool uses to write agent topics: the topology's own source, else the
+    key `up` made for the local stack serving this namespace."""
+    from disrouter.actors.config import TrustSpec
+    from disrouter.actors.trust import TrustKeyError, TrustKeys
+
+    try:
+        return TrustKeys.load(topology.trust)
+    except TrustKeyError:
+        state = read_state(run_dir)
+        key = run_dir / TRUST_KEY_FILE
+        if state is None or state.namespace != topology.namespace or not key.exists():
+            raise
+        return TrustKeys.load(TrustSpec(key_file=str(key)))
+
+
 # --- up / down -------------------------------------------------------------------------------
 
 
@@ -258,6 +291,9 @@ def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | N
         # The deployed copy: this broker, this HTTP port, every path absolute.
         app = find_application(config)
         app["args"]["kafka"] = {**app["args"].get("kafka", {}), "bootstrap_servers": broker.bootstrap}
+        if not topology.trust.key_file and not env.get(topology.trust.key_env):
+            # No hand-off key given: make one for this stack (replicas and tools read the file).
+            app["args"]["trust"] = {**app["args"].get("trust", {}), "key_file": str(make_trust_key(run_dir))}
         state.http_port = free_port()
         config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": state.http_port}
         deployed = run_dir / "topology.yaml"

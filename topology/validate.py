@@ -10,15 +10,41 @@ What is checked, and why:
   mesh may end such queries "unanswered" (with the reason) at its hop bound;
 - cycles (meshes) need a hop bound (`max_hops`) on top of the visited set;
 - numbers: costs ≥ 0, α in [0, 1], γ > 0, replicas/in-flight/partitions ≥ 1;
-- engines: a registered `type`.
+- engines: a registered `type`;
+- trust and liveness: `reply_to_prefixes` are non-empty topic prefixes; timeouts are positive
+  and the stall bound exceeds one query's worst handling; SASL names its user.
 """
 
 from __future__ import annotations
 
+from disrouter.actors.config import MAX_NAME_CHARS, KafkaCredentials, Timeouts
 from disrouter.actors.engine import engine_types
 from disrouter.actors.topics import is_legal_topic
 from disrouter.topology.errors import TopologyError
 from disrouter.topology.schema import Topology
+
+
+def _timeout_problems(field: str, t: Timeouts) -> list[tuple[str, str]]:
+    problems = []
+    for name in ("process_s", "publish_s", "stall_s"):
+        if getattr(t, name) <= 0:
+            problems.append((f"{field}.{name}", f"must be > 0, got {getattr(t, name)}"))
+    if t.rebalance_grace_s < 0:
+        problems.append((f"{field}.rebalance_grace_s", f"must be ≥ 0, got {t.rebalance_grace_s}"))
+    if t.stall_s <= t.process_s + t.publish_s:
+        problems.append((f"{field}.stall_s", f"must exceed process_s + publish_s ({t.process_s + t.publish_s:g}): "
+                                             "a query still within its bounds is not a stall"))
+    return problems
+
+
+def _sasl_problem(protocol: str, creds: KafkaCredentials | None) -> str | None:
+    if not protocol.startswith("SASL_"):
+        return None
+    if creds is None or not creds.sasl_username:
+        return f"security_protocol {protocol} needs credentials.sasl_username"
+    if not (creds.sasl_password_env or creds.sasl_password_file):
+        return f"security_protocol {protocol} needs credentials.sasl_password_env or sasl_password_file"
+    return None
 
 
 def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
@@ -74,6 +100,14 @@ def validate(topology: Topology, source: str | None = None) -> None:
         names.setdefault(agent.name, i)
         if not agent.name or not is_legal_topic(agent.name):
             problem(f"{where}.name", "must be non-empty letters, digits, '.', '_' or '-'")
+        elif len(agent.name) > MAX_NAME_CHARS:
+            # Each hop of a trail names its agent; hand-offs have room for names this long.
+            problem(f"{where}.name", f"must be at most {MAX_NAME_CHARS} characters")
+        if agent.timeouts is not None:
+            problems.extend(_timeout_problems(f"{where}.timeouts", agent.timeouts))
+        sasl = _sasl_problem(topology.kafka.security_protocol, agent.kafka_credentials or topology.kafka.credentials)
+        if sasl and (agent.kafka_credentials is not None or topology.kafka.credentials is not None):
+            problem(f"{where}.kafka_credentials", sasl)
         if agent.cost < 0:
             problem(f"{where}.cost", f"must be ≥ 0, got {agent.cost}")
         if agent.replicas < 1:
@@ -105,6 +139,19 @@ def validate(topology: Topology, source: str | None = None) -> None:
         problem("max_hops", f"must be within [1, limits.max_hops={topology.limits.max_hops}], got {topology.max_hops}")
     if topology.kafka.partitions < 1:
         problem("kafka.partitions", f"must be ≥ 1, got {topology.kafka.partitions}")
+    if topology.kafka.security_protocol.startswith("SASL_") and topology.kafka.credentials is None and any(
+        a.kafka_credentials is None for a in topology.agents
+    ):
+        problem("kafka.credentials", f"security_protocol {topology.kafka.security_protocol} needs credentials "
+                                     "(here, or `kafka_credentials` on every agent)")
+    elif (sasl := _sasl_problem(topology.kafka.security_protocol, topology.kafka.credentials)) and topology.kafka.credentials:
+        problem("kafka.credentials", sasl)
+    problems.extend(_timeout_problems("timeouts", topology.timeouts))
+    for i, prefix in enumerate(topology.trust.reply_to_prefixes or []):
+        if not prefix or not is_legal_topic(prefix):
+            problem(f"trust.reply_to_prefixes[{i}]", f"{prefix!r} must be a non-empty topic prefix (letters, digits, '.', '_' or '-')")
+    if topology.trust.key_file is None and not topology.trust.key_env:
+        problem("trust", "needs key_env or key_file (where replicas read the shared hand-off key)")
     # Graph checks run on the known part of the graph, so one file shows every problem at once.
     edges = {a.name: [n for n in a.next if n in names] for a in topology.agents}
     reachable = _reachable(topology.entry_agent, edges) if topology.entry_agent in names else set(names)

@@ -9,6 +9,7 @@ generative parser handles replay and real models alike; `confidence` feeds confi
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Literal
 
 import msgspec
@@ -31,6 +32,9 @@ class ReplayOptions(msgspec.Struct, forbid_unknown_fields=True):
     latency_scale: float = 1.0
     # A query the trace does not know: reject it (pass it on) or fail the request.
     on_missing: Literal["reject", "error"] = "reject"
+    # Append one line per call (`start|done|cancelled <agent> <query id> <pid>`) to this file:
+    # how tests and benchmarks count engine work across replicas (duplicates, cancellations).
+    call_log: str | None = None
 
 
 def _render(record: TraceRecord) -> str:
@@ -48,6 +52,7 @@ class ReplayEngine:
         self._by_prompt: dict[str, TraceRecord] = {}
         # Known once the trace is read: a confidence on every line of this agent.
         self.provides_confidence = False
+        self._call_log: int | None = None
 
     @classmethod
     def from_options(cls, *, agent: str, **options: object) -> ReplayEngine:
@@ -72,11 +77,28 @@ class ReplayEngine:
         if not self._by_id:
             raise EngineError(f"agent {self.agent!r}: trace {str(path)!r} has no lines for agent {wanted!r}")
         self.provides_confidence = all(r.confidence is not None for r in self._by_id.values())
+        if self.options.call_log:
+            # O_APPEND: each short line lands whole, even with several replicas writing.
+            self._call_log = os.open(self.options.call_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _log_call(self, event: str, request: EngineRequest) -> None:
+        if self._call_log is not None:
+            os.write(self._call_log, f"{event} {self.agent} {request.query_id} {os.getpid()}\n".encode())
 
     def lookup(self, request: EngineRequest) -> TraceRecord | None:
         return self._by_id.get(request.query_id) or self._by_prompt.get(request.prompt)
 
     async def generate(self, request: EngineRequest) -> EngineResult:
+        self._log_call("start", request)
+        try:
+            result = await self._generate(request)
+        except asyncio.CancelledError:
+            self._log_call("cancelled", request)
+            raise
+        self._log_call("done", request)
+        return result
+
+    async def _generate(self, request: EngineRequest) -> EngineResult:
         record = self.lookup(request)
         if record is None:
             if self.options.on_missing == "error":
@@ -100,3 +122,6 @@ class ReplayEngine:
     async def close(self) -> None:
         self._by_id.clear()
         self._by_prompt.clear()
+        if self._call_log is not None:
+            os.close(self._call_log)
+            self._call_log = None

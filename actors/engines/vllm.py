@@ -31,7 +31,9 @@ import dataclasses
 import inspect
 import itertools
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
@@ -59,6 +61,36 @@ CPU_ENV_DEFAULTS = {
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
     "VLLM_CPU_KVCACHE_SPACE": "1",
 }
+
+
+# What engines of this process put in its environment, and for which agent: the environment
+# is process-wide, so two engines wanting different values for one variable cannot both get
+# theirs. Under Serve each replica is its own process and `compile.actor_options` hands the
+# engine's `env:` to Ray as the replica's runtime_env, so the values are already in place
+# when the engine starts and nothing is rewritten here.
+_ENV_SET: dict[str, tuple[str, str]] = {}
+_ENV_LOCK = threading.Lock()
+
+
+def apply_env(agent: str, env: dict[str, str]) -> None:
+    """Put an engine's `env:` into the process environment once; refuse a conflict."""
+    with _ENV_LOCK:
+        for key, value in env.items():
+            value = str(value)
+            owner = _ENV_SET.get(key)
+            if owner is not None and owner[1] != value:
+                raise EngineError(
+                    f"agent {agent!r}: engine env {key}={value!r} conflicts with {key}={owner[1]!r} set for agent "
+                    f"{owner[0]!r} in the same process (the environment is process-wide: run them in separate replicas)"
+                )
+            current = os.environ.get(key)
+            if current != value:
+                if current is not None and owner is None:
+                    # Set before the engine (by Ray or the shell): the topology's value is the
+                    # one asked for, but say that it replaces another.
+                    log.warning("engine_env_override", agent=agent, variable=key, was=current, now=value)
+                os.environ[key] = value
+            _ENV_SET.setdefault(key, (agent, value))
 
 
 def cpu_dtype() -> str:
@@ -93,7 +125,8 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     seed: int | None = None
     lora: LoRASpec | None = None
     prompt: PromptStyle = msgspec.field(default_factory=PromptStyle)
-    # Set in this process before the engine starts (vLLM's engine process inherits them).
+    # The engine's environment: under Serve, the replica process's runtime_env (set by Ray
+    # before the process starts); in-process, set once before the engine starts (`apply_env`).
     env: dict[str, str] = {}
     # Passed to vLLM's AsyncEngineArgs as they are (also every unknown top-level key).
     engine_args: dict[str, Any] = {}
@@ -140,6 +173,7 @@ class VLLMEngine:
         self._tokenizer: Any = None
         self._lora: Any = None
         self._seq = itertools.count()
+        self._tokenize_pool: ThreadPoolExecutor | None = None
         self._cpu = False
         self.start_seconds: float | None = None
 
@@ -190,8 +224,23 @@ class VLLMEngine:
         if self._llm is not None:
             return
         started = time.perf_counter()
-        for key, value in self.options.env.items():
-            os.environ[key] = str(value)
+        # Importing torch and vLLM, resolving the model (a LoRA merge takes minutes) and
+        # starting the engine (weights, KV-cache profiling) all block: they run in a worker
+        # thread so the replica's event loop stays responsive. AsyncLLM starts its loop tasks
+        # lazily, on the first request, so it may be built outside the loop.
+        await asyncio.to_thread(self._start_engine)
+        tokenizer = self._llm.get_tokenizer()
+        self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
+        if self.options.lora is not None and not self.options.lora.merge:
+            from vllm.lora.request import LoRARequest
+
+            lora = self.options.lora
+            self._lora = LoRARequest(lora.name, lora.id, str(resolve_path(lora.path)))
+        self.start_seconds = time.perf_counter() - started
+        log.info("vllm_started", agent=self.agent, seconds=round(self.start_seconds, 1))
+
+    def _start_engine(self) -> None:
+        apply_env(self.agent, self.options.env)
         import torch
 
         cpu = self._cpu = not torch.cuda.is_available()
@@ -210,25 +259,34 @@ class VLLMEngine:
         _check_engine_args(self.agent, kwargs, {f.name for f in dataclasses.fields(AsyncEngineArgs)})
         log.info("vllm_starting", agent=self.agent, model=kwargs["model"], cpu=cpu)
         try:
+            # Kept on self, not returned: a finished executor future would keep the engine
+            # alive past close() (its __del__ then runs at interpreter exit).
             self._llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         except Exception as exc:
             raise EngineError(f"agent {self.agent!r}: vLLM failed to start on {kwargs['model']!r}: {exc}") from exc
-        tokenizer = self._llm.get_tokenizer()
-        self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
-        if self.options.lora is not None and not self.options.lora.merge:
-            from vllm.lora.request import LoRARequest
-
-            lora = self.options.lora
-            self._lora = LoRARequest(lora.name, lora.id, str(resolve_path(lora.path)))
-        self.start_seconds = time.perf_counter() - started
-        log.info("vllm_started", agent=self.agent, seconds=round(self.start_seconds, 1))
 
     async def close(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
-            llm.shutdown()
+            # Stop vLLM's output handler (a task on this loop) first: shutting the engine down
+            # under it from another thread would make it log a failure.
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None and not handler.done():
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
+            await asyncio.to_thread(llm.shutdown)  # joins the engine's processes: blocking
+        if self._tokenize_pool is not None:
+            self._tokenize_pool.shutdown(wait=False)
+            self._tokenize_pool = None
 
     # --- one request ---------------------------------------------------------------------------
+
+    async def _prompt_ids(self, request: EngineRequest) -> list[int]:
+        """Render and tokenise the chat template off the event loop, one request at a time (a
+        fast tokenizer must not be used from several threads at once)."""
+        if self._tokenize_pool is None:
+            self._tokenize_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tokenize-{self.agent}")
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, self.prompt_ids, request)
 
     def prompt_ids(self, request: EngineRequest) -> list[int]:
         messages = as_dicts(build_messages(request, self.options.prompt))
@@ -260,7 +318,7 @@ class VLLMEngine:
     async def generate(self, request: EngineRequest) -> EngineResult:
         if self._llm is None:
             raise EngineError("engine not started")
-        ids = self.prompt_ids(request)
+        ids = await self._prompt_ids(request)
         # Unique per call: an at-least-once redelivery may bring the same query id twice.
         request_id = f"{self.agent}:{request.query_id or 'q'}:{next(self._seq)}"
         watch = ReplyWatch(request)
@@ -306,7 +364,7 @@ class VLLMEngine:
 
         if self._llm is None:
             raise EngineError("engine not started")
-        ids = self.prompt_ids(request)
+        ids = await self._prompt_ids(request)
         params = self._sampling(
             request, n=n, temperature=temperature, top_p=top_p, logprobs=None, output_kind=RequestOutputKind.FINAL_ONLY
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ from disrouter.topology.stack import Broker, free_port
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The hand-off key of every topology deployed here (the default trust spec reads it): set
+# before Ray starts, so every replica inherits it, as a cluster's nodes would provide it.
+os.environ.setdefault("DISROUTER_TRUST_KEY", secrets.token_hex(32))
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +142,46 @@ class Client:
         finally:
             await consumer.stop()
         return list(seen.values())
+
+
+class AnswerTap:
+    """Every message of the answers topic, copies included, in arrival order."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.spec, self.topic = KafkaSpec(bootstrap_servers=bootstrap), topic
+        self.ids: list[str] = []
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> AnswerTap:
+        await ensure_topics(self.spec, [self.topic])
+        self.consumer = make_consumer(self.spec, self.topic, group_id=None, auto_offset_reset="earliest")
+        await self.consumer.start()
+        self._task = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                self.ids += [msgspec.json.decode(r.value, type=Answer).id for r in records]
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+    async def caught_up(self, timeout_s: float = 60.0) -> None:
+        """Wait until every message on the topic now has been read (copies included)."""
+        tps = sorted(self.consumer.assignment())
+        ends = await self.consumer.end_offsets(tps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while [await self.consumer.position(tp) for tp in tps] < [ends[tp] for tp in tps]:
+            assert asyncio.get_running_loop().time() < deadline, "answers not read back in time"
+            await asyncio.sleep(0.05)
+
+    async def until(self, distinct: int, timeout_s: float = 180.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(set(self.ids)) < distinct and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ real engine in tests/llm.)
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from disrouter.actors.contracts import Query
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(1200),
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (pip install -e '.[cpu]')"),
+    pytest.mark.needs_module("vllm"),
 ]
 
 LOCAL = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"

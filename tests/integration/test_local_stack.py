@@ -20,10 +20,14 @@ def _cli(*args, env, timeout=600):
 
 def test_up_ask_down_owns_its_processes(tmp_path):
     run_dir = Path("/tmp") / f"dr-up-{os.getpid()}"  # short: Ray socket paths have a length limit
-    env = {**os.environ, "DISROUTER_LOG_LEVEL": "WARNING"}
+    # No trust key in the shell, as on a fresh laptop: `up` makes one for its stack.
+    env = {**{k: v for k, v in os.environ.items() if k != "DISROUTER_TRUST_KEY"}, "DISROUTER_LOG_LEVEL": "WARNING"}
     up = _cli("up", str(ROOT / "examples" / "chain.yaml"), "--run-dir", str(run_dir), env=env)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
+        key = run_dir / "trust.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert f"key_file: {key}" in (run_dir / "topology.yaml").read_text()
         state = read_state(run_dir)
         assert state is not None and state.namespace == "chain"
         assert state.bootstrap.startswith("127.0.0.1:")

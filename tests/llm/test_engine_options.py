@@ -6,6 +6,7 @@ import pytest
 
 from disrouter.actors.engine import build_engine, engine_types
 from disrouter.actors.errors import EngineError
+from tests.requirements import require_module
 
 
 def test_registered():
@@ -45,7 +46,7 @@ def test_bad_option_is_named(options, needle):
 
 
 def test_unknown_vllm_engine_arg_is_named_once_vllm_is_loaded():
-    pytest.importorskip("vllm.engine.arg_utils")
+    require_module("vllm.engine.arg_utils")
     with pytest.raises(EngineError, match="max_model_length"):
         build_engine({"type": "vllm", "model": "m", "max_model_length": 10}, agent="a")
 

@@ -7,7 +7,7 @@ import json
 import msgspec
 import pytest
 
-from disrouter.actors.contracts import SCENARIO_ALPHA, Answer, DeadLetter, Hop, Query, Scenario, Totals
+from disrouter.actors.contracts import AGENT_ONLY_FIELDS, SCENARIO_ALPHA, Answer, DeadLetter, Hop, Query, Scenario, Totals
 
 enc = msgspec.json.Encoder()
 
@@ -217,3 +217,19 @@ def test_visited_is_the_set_of_trail_agents():
     )
     assert q.visited() == {"a", "b"}
     assert Query(prompt="p").visited() == set()
+
+
+def test_agent_only_fields_are_query_fields_with_inert_defaults():
+    # The boundary compares each to its default: the default must mean "not set by anyone".
+    default = Query(prompt="p")
+    for field in AGENT_ONLY_FIELDS:
+        assert field in Query.__struct_fields__
+        assert not getattr(default, field)
+
+
+def test_dead_letter_of_an_unpublishable_outcome_round_trips():
+    letter = DeadLetter(reason="could not publish to ns.answers: MessageSizeTooLargeError", agent="a", topic="ns.ingress",
+                        partition=0, offset=3, value='{"id":"q"', error_type="publish", value_truncated=True,
+                        value_bytes=400_000, destination="ns.answers")
+    assert msgspec.json.decode(enc.encode(letter), type=DeadLetter) == letter
+    assert {"value_truncated", "value_bytes", "destination"} <= set(wire(letter))

@@ -7,7 +7,8 @@ import pytest
 from disrouter.training import data
 from disrouter.training.grading import is_correct
 
-SHARED_TRACE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "gsm8k-zeroeval" / "trace.jsonl"
+# Shipped in the project (traces/gsm8k-zeroeval: Apache-2.0, with its NOTICE).
+SHARED_TRACE = Path(__file__).resolve().parents[2] / "traces" / "gsm8k-zeroeval" / "trace.jsonl"
 
 
 @pytest.fixture(scope="module")

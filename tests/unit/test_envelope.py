@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from disrouter.actors.config import Limits
+from disrouter.actors.config import HOP_BYTES, Limits
 from disrouter.actors.contracts import Answer, DeadLetter, Hop, Query, Scenario
-from disrouter.actors.envelope import Envelope, raw_value
+from disrouter.actors.envelope import Envelope, dead_letter_bytes, raw_value
 from disrouter.actors.errors import MalformedMessage
 
 LIMITS = Limits(max_message_bytes=2000, max_prompt_chars=100, max_hops=5, max_tags=3, max_id_chars=40)
@@ -213,3 +213,30 @@ def test_raw_value_keeps_bytes_verbatim():
     assert raw_value(None) == ("", "utf-8")
     text, encoding = raw_value(b"\xff\x00")
     assert encoding == "base64" and text == "/wA="
+
+
+# --- hand-off room and dead letters that always fit ----------------------------------------------
+
+
+def test_hand_offs_may_exceed_the_ingress_limit_by_the_trail_room(env):
+    value = js(prompt="hi", metadata={"pad": "x" * 2100})
+    assert malformed(env, value).kind == "limit"
+    assert env.decode(value, max_bytes=LIMITS.handoff_bytes).metadata["pad"] == "x" * 2100
+    assert LIMITS.handoff_bytes - LIMITS.max_message_bytes == LIMITS.max_hops * HOP_BYTES
+
+
+@pytest.mark.parametrize("raw", [b"\xff" * 50_000, ("\u20ac" * 20_000).encode(), b"\x01" * 30_000])
+def test_a_dead_letter_is_cut_to_fit_its_budget(env, raw):
+    letter = DeadLetter(reason="r", agent="a", topic="t", partition=0, offset=1, value="")
+    data = dead_letter_bytes(letter, raw, 8000, env.encode)
+    decoded = json.loads(data)
+    assert len(data) <= 8000
+    assert decoded["value_truncated"] is True and decoded["value_bytes"] == len(raw)
+    if decoded.get("value_encoding") != "base64":  # text stays text, cut on a character boundary
+        assert raw.decode().startswith(decoded["value"])
+
+
+def test_a_small_dead_letter_is_kept_whole(env):
+    letter = DeadLetter(reason="r", agent="a", topic="t", partition=0, offset=1, value="")
+    decoded = json.loads(dead_letter_bytes(letter, b'{"prompt": 1}', 8000, env.encode))
+    assert decoded["value"] == '{"prompt": 1}' and "value_truncated" not in decoded and "value_bytes" not in decoded

@@ -9,7 +9,8 @@ import pytest
 from disrouter.cli import main
 from tests.unit.eval_traces import records, write
 
-SHARED_TRACE = Path(__file__).resolve().parents[3] / "shared" / "traces" / "gsm8k-zeroeval" / "trace.jsonl"
+# Shipped in the project (traces/gsm8k-zeroeval: Apache-2.0, with its NOTICE).
+SHARED_TRACE = Path(__file__).resolve().parents[2] / "traces" / "gsm8k-zeroeval" / "trace.jsonl"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

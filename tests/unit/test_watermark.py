@@ -280,3 +280,35 @@ def test_interleaved_starts_and_finishes_keep_the_watermark_safe(total, script):
                 part.mark_committed(offset)
                 committed = offset
     assert (part.committable() or committed) == total
+
+
+# --- rebalances: a tracker detached on revoke, re-attached when its partition comes back -------
+
+
+def test_next_offset_is_after_the_last_started_even_when_unfinished():
+    part = PartitionWatermark()
+    assert part.next_offset is None
+    for offset in (10, 11, 12):
+        part.start(offset)
+    part.finish(10)
+    assert part.next_offset == 13  # 11 and 12 are in flight: resuming must not read them again
+
+
+def test_owns_commit_only_while_nobody_else_committed():
+    part = PartitionWatermark()
+    part.start(5)
+    # Never committed: the group's offset is still where reading started (or none at all).
+    assert part.owns_commit(None) and part.owns_commit(5) and not part.owns_commit(9)
+    part.finish(5)
+    assert commit(part) == 6
+    assert part.owns_commit(6) and not part.owns_commit(5) and not part.owns_commit(None)
+
+
+def test_detach_and_attach_keep_the_tracker():
+    marks = Watermarks()
+    tp = ("t", 0)
+    part = marks.start(tp, 1)
+    assert marks.detach(tp) is part and marks.committable() == {} and marks.detach(tp) is None
+    part.finish(1)
+    marks.attach(tp, part)
+    assert marks.committable() == {tp: 2}
