@@ -2,7 +2,7 @@
 
 The metadata lives in pyproject.toml. setuptools cannot discover packages under a renamed folder
 from pyproject.toml alone, so the packages are found here: every subpackage (`actors/engines`,
-`bench/methods`, any added later) goes into the wheel without being listed by hand.
+`evaluation/methods`, any added later) goes into the wheel without being listed by hand.
 tests/packaging/test_wheel.py checks the built wheel against the source tree.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-ROOTS = ("actors", "topology", "training", "bench", "examples")
+ROOTS = ("actors", "topology", "stack", "client", "evaluation", "bench", "training", "examples")
 
 packages = ["disrouter"]
 package_dir = {"disrouter": "disrouter"}

@@ -113,11 +113,11 @@ class Agent:
                 cost_usd=self._dollars(spent) if spent else None,
                 error=error,
             )
-            forward = peer is not None and not query.force_answer
-            bound.warning("hop", decision="reject", error=error, next=peer.name if forward else None)
+            forward_to = None if query.force_answer else peer
+            bound.warning("hop", decision="reject", error=error, next=forward_to.name if forward_to else None)
             trail = [*query.trail, hop]
-            if forward:
-                return Forward(peer, msgspec.structs.replace(query, trail=trail))
+            if forward_to is not None:
+                return Forward(forward_to, msgspec.structs.replace(query, trail=trail))
             return self._final(query, trail, alpha, scenario, None, f"engine failed at {cfg.name!r}: {error}")
 
         rejects, confidence = self._would_reject(result, alpha)

@@ -23,7 +23,7 @@ from disrouter.actors.worker import AgentWorker
 class AgentDeployment:
     # The config travels as plain builtins: Serve pickles the bound arguments and the class,
     # and msgspec objects (encoders, decoders) are made here, inside the replica.
-    async def __init__(self, config: dict[str, Any]) -> None:
+    async def __init__(self, config: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         configure_logging()
         self.config = msgspec.convert(config, AgentConfig)
         self.worker = AgentWorker(self.config, build_engine(self.config.engine, agent=self.config.name))
@@ -46,7 +46,7 @@ class AgentDeployment:
 
 
 @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.05})
-class Fabric:
+class StatusIngress:
     """The application's ingress: a read-only status view over the agents of a topology.
 
     Queries never pass through here (they flow over Kafka); Serve needs one ingress per

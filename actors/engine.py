@@ -77,18 +77,11 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-def register_engine(name: str, target: str | type) -> None:
-    """Register an engine class under `name` (a class, or "module:Class" to import lazily)."""
-    if isinstance(target, type):
-        target = f"{target.__module__}:{target.__qualname__}"
-    _REGISTRY[name] = target
-
-
 def engine_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def engine_class(name: str) -> type:
+def engine_class(name: str) -> Any:
     try:
         target = _REGISTRY[name]
     except KeyError:

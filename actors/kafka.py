@@ -6,7 +6,6 @@ design is at-least-once: publish, then commit; consumers of answers de-duplicate
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -112,18 +111,3 @@ async def ensure_topics(spec: KafkaSpec, names: Iterable[str], partitions: int |
         return missing
     finally:
         await admin.close()
-
-
-async def wait_for_broker(spec: KafkaSpec, timeout_s: float = 30.0) -> None:
-    """Block until the bootstrap server accepts TCP connections."""
-    host, _, port = spec.bootstrap_servers.split(",")[0].rpartition(":")
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
-            writer.close()
-            return
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"Kafka at {spec.bootstrap_servers} not reachable after {timeout_s}s") from None
-            await asyncio.sleep(0.1)

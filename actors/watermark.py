@@ -8,6 +8,7 @@ offset; a crash re-delivers the unfinished ones (at-least-once), never skips the
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 
 class PartitionWatermark:
@@ -104,7 +105,7 @@ class Watermarks:
             if tp in self._parts:
                 self._parts[tp].mark_committed(offset)
 
-    def drop(self, tps: object) -> None:
+    def drop(self, tps: Iterable[object]) -> None:
         for tp in tps:
             self._parts.pop(tp, None)
 

@@ -59,8 +59,8 @@ class AgentWorker:
         self.watermarks = Watermarks()
         self.stats: Counter[str] = Counter()
         # Made in start(): the key is read inside the replica, and aiokafka needs a running loop.
-        self.boundary: Boundary | None = None
-        self.publisher: Publisher | None = None
+        self._boundary: Boundary | None = None
+        self._publisher: Publisher | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._fence = RebalanceFence(self)
@@ -84,7 +84,7 @@ class AgentWorker:
         cfg = self.config
         # The trust key first: a replica that could neither verify nor sign hand-offs must not
         # start (it would dead-letter every hand-off, or accept forged ones).
-        self.boundary = Boundary(cfg, TrustKeys.load(cfg.trust), self.envelope)
+        self._boundary = boundary = Boundary(cfg, TrustKeys.load(cfg.trust), self.envelope)
         await self.engine.start()
         self.agent.check_engine()
         if cfg.kafka.create_topics:
@@ -93,18 +93,33 @@ class AgentWorker:
         self._producer = make_producer(cfg.kafka, max_request_size=cfg.limits.publish_bytes,
                                        request_timeout_ms=int(cfg.timeouts.publish_attempt_s * 1000))
         self._consumer = make_consumer(cfg.kafka, group_id=cfg.group_id, max_poll_records=cfg.max_in_flight)
-        self.publisher = Publisher(cfg, self._producer, self.envelope, self.stats)
+        self._publisher = Publisher(cfg, self._producer, self.envelope, self.stats)
         await self._producer.start()
         self._consumer.subscribe(cfg.input_topics, listener=self._fence)
         await self._consumer.start()
         self._last_poll = time.monotonic()
         self._loop_task = asyncio.create_task(self._consume(), name=f"consume-{cfg.name}")
         self._commit_task = asyncio.create_task(self._commit_periodically(), name=f"commit-{cfg.name}")
-        log.info("agent_started", agent=cfg.name, topics=cfg.input_topics, group=cfg.group_id, trust=self.boundary.keys.source)
+        log.info("agent_started", agent=cfg.name, topics=cfg.input_topics, group=cfg.group_id, trust=boundary.keys.source)
 
+    # What start() makes; using one before it is a bug, said as such.
     @property
     def consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the worker is not started")
         return self._consumer
+
+    @property
+    def boundary(self) -> Boundary:
+        if self._boundary is None:
+            raise RuntimeError("the worker is not started")
+        return self._boundary
+
+    @property
+    def publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise RuntimeError("the worker is not started")
+        return self._publisher
 
     @property
     def failure(self) -> BaseException | str | None:
@@ -166,7 +181,8 @@ class AgentWorker:
         try:
             await closing
         except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
                 raise
             log.warning("close_failed", agent=self.config.name, what=what, error="cancelled inside the client")
         except Exception as exc:  # noqa: BLE001 - stopping: report and carry on closing
@@ -175,7 +191,7 @@ class AgentWorker:
     # --- the loop ------------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        consumer = self._consumer
+        consumer = self.consumer
         while not self._stopping.is_set():
             self._last_poll = time.monotonic()
             free = self.config.max_in_flight - len(self._tasks)
@@ -219,10 +235,11 @@ class AgentWorker:
     def _pause(self, pause: bool) -> None:
         if pause == self._paused:
             return
+        consumer = self.consumer
         if pause:
-            self._consumer.pause(*self._consumer.assignment())
+            consumer.pause(*consumer.assignment())
         else:
-            self._consumer.resume(*self._consumer.paused())
+            consumer.resume(*consumer.paused())
         self._paused = pause
 
     def assignment_changed(self) -> None:
@@ -356,7 +373,7 @@ class AgentWorker:
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partitions: the new owner re-reads from the last commit.
             log.warning("commit_failed", agent=self.config.name, error=repr(exc))

@@ -169,7 +169,7 @@ async def run_kafka(engine: Engine, prompts: list[str], concurrency: int, max_to
         # Wait until the agent owns its partitions (Tansu's first join takes ~session/2), so
         # the clock measures serving, not the group join.
         deadline = time.monotonic() + 60
-        while not worker._consumer.assignment() and time.monotonic() < deadline:
+        while not worker.consumer.assignment() and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the client
             await asyncio.sleep(0.1)
         started = time.perf_counter()
         for i, prompt in enumerate(prompts):
@@ -198,7 +198,7 @@ async def run_kafka(engine: Engine, prompts: list[str], concurrency: int, max_to
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    from disrouter.topology.stack import Broker
+    from disrouter.stack.supervisor import Broker
 
     prompts = load_prompts(args.queries, args.unknowable)
     spec = {"type": "vllm", "model": args.model, "max_tokens": args.max_tokens, "max_model_len": args.max_model_len}

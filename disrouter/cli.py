@@ -14,9 +14,10 @@ import sys
 
 # Modules that contribute subcommands. Each exposes `register(subparsers) -> None`.
 COMMAND_MODULES = [
-    "disrouter.topology.commands",  # up, down, status, deploy, validate, topics
-    "disrouter.actors.commands",  # ask, models
-    "disrouter.bench.commands",  # eval, bench
+    "disrouter.stack.commands",  # up, down, status, models
+    "disrouter.client.commands",  # ask
+    "disrouter.topology.commands",  # validate, topics
+    "disrouter.evaluation.commands",  # eval
     "disrouter.training.commands",  # train
 ]
 

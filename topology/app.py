@@ -12,10 +12,10 @@ from typing import Any
 import msgspec
 from ray.serve import Application
 
-from disrouter.actors.deployment import AgentDeployment, Fabric
+from disrouter.actors.deployment import AgentDeployment, StatusIngress
 from disrouter.topology.compile import actor_options, agent_configs
 from disrouter.topology.load import parse_topology
-from disrouter.topology.schema import Topology
+from disrouter.topology.schema import STATUS_DEPLOYMENT, Topology
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -32,4 +32,4 @@ def build_app(args: dict[str, Any]) -> Application:
                 max_ongoing_requests=16,
             ).bind(msgspec.to_builtins(configs[spec.name]))
         )
-    return Fabric.options(name="fabric").bind(topology.namespace, topology.entry_agent, *agents)
+    return StatusIngress.options(name=STATUS_DEPLOYMENT).bind(topology.namespace, topology.entry_agent, *agents)

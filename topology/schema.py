@@ -23,7 +23,6 @@ from typing import Any
 
 import msgspec
 
-from disrouter.actors.contracts import Scenario
 from disrouter.actors.config import (
     KafkaCredentials,
     KafkaSpec,
@@ -34,7 +33,12 @@ from disrouter.actors.config import (
     Timeouts,
     TrustSpec,
 )
+from disrouter.actors.contracts import Scenario
 from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness
+
+# The Serve deployment that fronts a topology's application (its read-only status view); the
+# agents' deployments are named after the agents, so no agent may take this name.
+STATUS_DEPLOYMENT = "status"
 
 
 class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -21,7 +21,7 @@ from disrouter.actors.config import MAX_NAME_CHARS, KafkaCredentials, Timeouts
 from disrouter.actors.engine import engine_types
 from disrouter.actors.topics import is_legal_topic
 from disrouter.topology.errors import TopologyError
-from disrouter.topology.schema import Topology
+from disrouter.topology.schema import STATUS_DEPLOYMENT, Topology
 
 
 def _timeout_problems(field: str, t: Timeouts) -> list[tuple[str, str]]:
@@ -103,6 +103,8 @@ def validate(topology: Topology, source: str | None = None) -> None:
         elif len(agent.name) > MAX_NAME_CHARS:
             # Each hop of a trail names its agent; hand-offs have room for names this long.
             problem(f"{where}.name", f"must be at most {MAX_NAME_CHARS} characters")
+        elif agent.name == STATUS_DEPLOYMENT:
+            problem(f"{where}.name", f"{STATUS_DEPLOYMENT!r} is the name of the application's status deployment; pick another")
         if agent.timeouts is not None:
             problems.extend(_timeout_problems(f"{where}.timeouts", agent.timeouts))
         sasl = _sasl_problem(topology.kafka.security_protocol, agent.kafka_credentials or topology.kafka.credentials)

@@ -29,14 +29,14 @@ import msgspec
 import structlog
 
 from disrouter.actors.engine import EngineRequest, EngineResult
+from disrouter.actors.engines.options import decode_options
 from disrouter.actors.engines.prompting import (
     PromptStyle,
+    ReplyWatch,
     as_dicts,
     build_messages,
     confidence_from_logprobs,
-    ReplyWatch,
 )
-from disrouter.actors.engines.options import decode_options
 from disrouter.actors.errors import EngineError
 
 log = structlog.get_logger("disrouter.engines.remote")

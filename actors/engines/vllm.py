@@ -40,15 +40,15 @@ import msgspec
 import structlog
 
 from disrouter.actors.engine import EngineRequest, EngineResult
+from disrouter.actors.engines.options import decode_options
 from disrouter.actors.engines.prompting import (
     PromptStyle,
+    ReplyWatch,
     as_dicts,
     build_messages,
     confidence_from_logprobs,
-    ReplyWatch,
     cut_after_answer,
 )
-from disrouter.actors.engines.options import decode_options
 from disrouter.actors.errors import EngineError
 from disrouter.actors.resources import resolve_path
 
@@ -229,7 +229,8 @@ class VLLMEngine:
         # thread so the replica's event loop stays responsive. AsyncLLM starts its loop tasks
         # lazily, on the first request, so it may be built outside the loop.
         await asyncio.to_thread(self._start_engine)
-        tokenizer = self._llm.get_tokenizer()
+        llm: Any = self._llm  # set by _start_engine
+        tokenizer = llm.get_tokenizer()
         self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
         if self.options.lora is not None and not self.options.lora.merge:
             from vllm.lora.request import LoRARequest

@@ -19,10 +19,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from disrouter.actors.config import KafkaSpec
 from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
-from disrouter.actors.config import KafkaSpec
-from disrouter.topology.stack import Broker, free_port
+from disrouter.stack.supervisor import Broker, free_port
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -180,7 +180,7 @@ class AnswerTap:
 
     async def until(self, distinct: int, timeout_s: float = 180.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(set(self.ids)) < distinct and asyncio.get_running_loop().time() < deadline:
+        while len(set(self.ids)) < distinct and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls the reader
             await asyncio.sleep(0.1)
 
 

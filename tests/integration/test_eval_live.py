@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from disrouter.actors.trace import read_trace
-from disrouter.bench.evalset import Chain
-from disrouter.bench.live import collect, evaluate_run
 from disrouter.cli import main
+from disrouter.evaluation.evalset import Chain
+from disrouter.evaluation.live import collect, evaluate_run
 from disrouter.training.data import load
 from tests.integration.conftest import topology_args
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 
 from disrouter.actors.contracts import Answer
-from disrouter.topology.stack import _ray_pids, read_state
+from disrouter.stack.supervisor import _ray_pids, read_state
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,10 @@ import secrets
 
 import msgspec
 
-from disrouter.actors.client import Client as TrustedClient
 from disrouter.actors.config import TrustSpec
 from disrouter.actors.contracts import DeadLetter, Query
 from disrouter.actors.trust import TrustKeys
+from disrouter.client.sdk import Client as TrustedClient
 from tests.integration.conftest import make_trace, replay_agent, topology_args
 
 

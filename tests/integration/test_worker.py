@@ -10,9 +10,9 @@ from disrouter.actors.contracts import Query
 from disrouter.actors.engine import build_engine
 from disrouter.actors.kafka import make_consumer
 from disrouter.actors.worker import AgentWorker
+from disrouter.stack.supervisor import Broker
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.load import parse_topology
-from disrouter.topology.stack import Broker
 from tests.integration.conftest import AnswerTap, Client, make_trace, replay_agent, topology_args
 
 

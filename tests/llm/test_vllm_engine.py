@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from disrouter.actors.decision import REJECT_PHRASE, SCENARIO_INSTRUCTIONS, is_reject
 from disrouter.actors.contracts import Scenario
+from disrouter.actors.decision import REJECT_PHRASE, SCENARIO_INSTRUCTIONS, is_reject
 from disrouter.actors.engine import EngineRequest
 
 pytestmark = pytest.mark.timeout(900)

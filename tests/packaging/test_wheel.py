@@ -25,7 +25,9 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FOLDERS = ("actors", "topology", "training", "bench", "examples")
+# Every top-level package folder of the tree (found here, not copied from setup.py, so a folder
+# setup.py forgets is caught).
+FOLDERS = tuple(sorted(d.name for d in ROOT.iterdir() if (d / "__init__.py").is_file() and d.name not in ("disrouter", "tests")))
 DATA = {"examples": ["*.yaml", "*.jsonl", "adapters/*/*"], "training": ["recipes/*.yaml"]}
 
 # Runs inside the fresh venv: imports every module of the installed package, lists the

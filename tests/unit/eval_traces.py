@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 
 from disrouter.actors.trace import TraceRecord
-from disrouter.bench.evalset import Chain
+from disrouter.evaluation.evalset import Chain
 
 CHAIN = Chain(("a", "b", "c"), (0.1, 0.5, 0.9))
 CORRECT = {

@@ -156,8 +156,8 @@ def test_rotation_the_first_key_signs_every_key_verifies():
 
 
 def test_a_tool_finds_the_key_of_the_local_stack_serving_its_namespace(tmp_path, monkeypatch):
+    from disrouter.stack.supervisor import StackState, make_trust_key, tool_trust_keys, write_state
     from disrouter.topology.schema import Topology
-    from disrouter.topology.stack import StackState, make_trust_key, tool_trust_keys, write_state
 
     monkeypatch.delenv("DISROUTER_TRUST_KEY", raising=False)
     topology = Topology(namespace="chain", agents=[])

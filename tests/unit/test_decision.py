@@ -12,7 +12,6 @@ from disrouter.actors.contracts import Scenario
 from disrouter.actors.decision import (
     REJECT_PHRASE,
     SCENARIO_INSTRUCTIONS,
-    scenario_instruction,
     AnyCalibration,
     IdentityCalibration,
     IsotonicCalibration,
@@ -24,6 +23,7 @@ from disrouter.actors.decision import (
     reject_threshold,
     resolve_alpha,
     scenario_for_alpha,
+    scenario_instruction,
 )
 
 # --- the reject phrase -------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from disrouter.bench.embed import CachedEmbedder, HashingEmbedder, MiniLMEmbedder
+from disrouter.evaluation.embed import CachedEmbedder, HashingEmbedder, MiniLMEmbedder
 
 
 def test_minilm_loads_offline_from_its_wheel_and_embeds_by_meaning(monkeypatch):

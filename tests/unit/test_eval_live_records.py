@@ -7,11 +7,11 @@ import pytest
 
 from disrouter.actors.contracts import Answer, Hop
 from disrouter.actors.decision import REJECT_PHRASE
-from disrouter.bench.evalset import Chain, build
-from disrouter.bench.live import LiveError, deployed_records, forced_records, merge
-from disrouter.bench.methods.disrouter import Recorded
-from disrouter.bench.methods import Context
-from disrouter.bench.metrics import score
+from disrouter.evaluation.evalset import Chain, build
+from disrouter.evaluation.live import LiveError, deployed_records, forced_records, merge
+from disrouter.evaluation.methods import Context
+from disrouter.evaluation.methods.disrouter import Recorded
+from disrouter.evaluation.metrics import score
 from disrouter.training.data import Item
 
 CHAIN = Chain(("small", "large"), (0.1, 0.9))
@@ -100,7 +100,7 @@ def test_forced_lines_and_the_merge():
     assert live.n == 3 and live.failed == 1
     assert live.accuracy == pytest.approx(1 / 3) and live.cost == pytest.approx((0.1 + 0.9 + 0.9) / 3)
     # A central baseline re-routes g-3 on the forced answers: large is right there.
-    from disrouter.bench.methods.baselines import Largest
+    from disrouter.evaluation.methods.baselines import Largest
 
     largest = score("largest", "baseline", Largest().route(Context(None, table.hidden(), 0.5, 0.5, 0)), table, 0.5, seed=0)
     assert largest.accuracy == pytest.approx(2 / 3) and largest.failed == 0

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from disrouter.actors.decision import IsotonicCalibration, PlattCalibration
-from disrouter.bench import calibration
-from disrouter.bench.embed import HashingEmbedder
-from disrouter.bench.evalset import Chain, build
-from disrouter.bench.methods import Context, Unavailable
-from disrouter.bench.methods.cascade import FrugalCascade, tune_thresholds
-from disrouter.bench.methods.disrouter import Recorded, SelfRouted, fit_pass_values
-from disrouter.bench.methods.router import LearnedRouter
-from disrouter.bench.metrics import score
+from disrouter.evaluation import calibration
+from disrouter.evaluation.embed import HashingEmbedder
+from disrouter.evaluation.evalset import Chain, build
+from disrouter.evaluation.methods import Context, Unavailable
+from disrouter.evaluation.methods.cascade import FrugalCascade, tune_thresholds
+from disrouter.evaluation.methods.disrouter import Recorded, SelfRouted, fit_pass_values
+from disrouter.evaluation.methods.router import LearnedRouter
+from disrouter.evaluation.metrics import score
 from tests.unit.eval_traces import CHAIN, CORRECT, records
 
 

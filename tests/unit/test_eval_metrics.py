@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from disrouter.bench.evalset import build
-from disrouter.bench.methods import Context, Routing
-from disrouter.bench.methods.baselines import Largest, Oracle, OracleChain, Random, Single, Smallest
-from disrouter.bench.metrics import score, scenario_name
+from disrouter.evaluation.evalset import build
+from disrouter.evaluation.methods import Context, Routing
+from disrouter.evaluation.methods.baselines import Largest, Oracle, OracleChain, Random, Single, Smallest
+from disrouter.evaluation.metrics import scenario_name, score
 from tests.unit.eval_traces import CHAIN, records
 
 ALPHA = 0.5
@@ -35,7 +35,7 @@ def test_oracle_picks_the_cheapest_right_agent_and_the_cheapest_when_none_is(tes
 
 
 def test_oracle_breaks_cost_ties_by_chain_order():
-    from disrouter.bench.evalset import Chain
+    from disrouter.evaluation.evalset import Chain
 
     chain = Chain(("x", "y"), (0.3, 0.3))
     test_set = build(records({"q": (1, 1)}, agents=("x", "y")), chain)

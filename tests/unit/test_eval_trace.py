@@ -7,8 +7,8 @@ import pytest
 
 from disrouter.actors.decision import REJECT_PHRASE
 from disrouter.actors.trace import TraceRecord
-from disrouter.bench.evalset import Chain, EvalInputError, LabelsHidden, build, split_records
 from disrouter.cli import main
+from disrouter.evaluation.evalset import Chain, EvalInputError, LabelsHidden, build, split_records
 from tests.unit.eval_traces import CHAIN, records, write
 
 

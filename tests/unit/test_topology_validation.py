@@ -84,6 +84,12 @@ def test_illegal_agent_names(bad):
     assert has(found, f"agents[1] ({bad}).name", "letters, digits")
 
 
+def test_an_agent_may_not_take_the_status_deployments_name():
+    # Serve deploys the application's status view beside the agents; one name, one deployment.
+    found = problems(agent("a", "status"), agent("status"))
+    assert has(found, "agents[1] (status).name", "name of the application's status deployment")
+
+
 def test_self_loop():
     found = problems(agent("a", "a", "b"), agent("b"), max_hops=3)
     assert has(found, "agents[0] (a).next", "cannot pass a query to itself")

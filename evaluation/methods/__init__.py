@@ -6,9 +6,9 @@ concrete variants evaluated by default (one per single agent, learner, signal, â
 
 from __future__ import annotations
 
-from disrouter.bench.evalset import Chain
-from disrouter.bench.methods import baselines, cascade, disrouter, router
-from disrouter.bench.methods.base import REGISTRY, Context, Method, Routing, Unavailable, register
+from disrouter.evaluation.evalset import Chain
+from disrouter.evaluation.methods import baselines, cascade, disrouter, router
+from disrouter.evaluation.methods.base import REGISTRY, Context, Method, Routing, Unavailable, register
 
 __all__ = ["REGISTRY", "Context", "Method", "Routing", "Unavailable", "all_methods", "register"]
 

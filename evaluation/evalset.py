@@ -32,7 +32,7 @@ from disrouter.actors.decision import is_reject
 from disrouter.actors.trace import TraceRecord
 from disrouter.training.data import DEFAULT_SEED, DEFAULT_TRAIN_FRACTION, assign_split
 
-log = structlog.get_logger("disrouter.bench")
+log = structlog.get_logger("disrouter.evaluation")
 
 
 class EvalInputError(ValueError):

@@ -27,8 +27,8 @@ import msgspec
 import numpy as np
 
 from disrouter.actors.contracts import SCENARIO_ALPHA
-from disrouter.bench.evalset import EvalSet
-from disrouter.bench.methods.base import Routing
+from disrouter.evaluation.evalset import EvalSet
+from disrouter.evaluation.methods.base import Routing
 
 
 class GroupStats(msgspec.Struct):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from disrouter.bench.methods.base import Context, Method, Routing, Unavailable, first_answer, register
+from disrouter.evaluation.methods.base import Context, Method, Routing, Unavailable, first_answer, register
 
 
 @register

@@ -32,10 +32,10 @@ from __future__ import annotations
 import numpy as np
 
 from disrouter.actors.decision import reject_threshold
-from disrouter.bench import calibration as calib
-from disrouter.bench.evalset import Chain
-from disrouter.bench.methods.base import Context, Method, Routing, Unavailable, first_answer, register
-from disrouter.bench.methods.features import correctness_probe
+from disrouter.evaluation import calibration as calib
+from disrouter.evaluation.evalset import Chain
+from disrouter.evaluation.methods.base import Context, Method, Routing, Unavailable, first_answer, register
+from disrouter.evaluation.methods.features import correctness_probe
 
 SIGNALS = ("isotonic", "platt", "raw", "probe")
 RULES = ("paper", "chainaware")
@@ -149,7 +149,6 @@ def fit_pass_values(p: np.ndarray, correct: np.ndarray, costs: np.ndarray, alpha
 @register
 class SelfRouted(Method):
     name = "disrouter"
-    family = "disrouter"
 
     def __init__(self, signal: str = "isotonic", rule: str = "paper") -> None:
         if signal not in SIGNALS or rule not in RULES:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from disrouter.bench.methods.base import Context, Method, Routing, register
-from disrouter.bench.methods.features import correctness_probe
-from disrouter.bench.probes import KNN_K, LEARNERS
+from disrouter.evaluation.methods.base import Context, Method, Routing, register
+from disrouter.evaluation.methods.features import correctness_probe
+from disrouter.evaluation.probes import KNN_K, LEARNERS
 
 
 def route_by_value(p: np.ndarray, costs: np.ndarray, alpha: float, by_cost: list[int]) -> np.ndarray:

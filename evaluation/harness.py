@@ -16,11 +16,11 @@ import structlog
 from tqdm import tqdm
 
 from disrouter.actors.decision import DEFAULT_GAMMA
-from disrouter.bench.evalset import EvalInputError, Splits
-from disrouter.bench.methods import Context, Method, Unavailable, all_methods
-from disrouter.bench.metrics import AgentF1, Result, UnscorableRouting, easy_mask, score, self_awareness_f1
+from disrouter.evaluation.evalset import EvalInputError, Splits
+from disrouter.evaluation.methods import Context, Method, Unavailable, all_methods
+from disrouter.evaluation.metrics import AgentF1, Result, UnscorableRouting, easy_mask, score, self_awareness_f1
 
-log = structlog.get_logger("disrouter.bench")
+log = structlog.get_logger("disrouter.evaluation")
 
 DEFAULT_ALPHAS = (0.2, 0.5, 0.8)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from disrouter.bench.methods.base import Context, Method, Routing, register
-from disrouter.bench.methods.features import answer_scorer
+from disrouter.evaluation.methods.base import Context, Method, Routing, register
+from disrouter.evaluation.methods.features import answer_scorer
 
 GRID = 41  # quantiles per agent: 0, 2.5, …, 100 %
 MAX_PASSES = 8

@@ -16,7 +16,7 @@ Query ids on the wire are `<item id>@<run>-<phase>`, unique per phase, so a late
 phase is never taken for an answer of another; the traces use the item id (the data set's id,
 e.g. GSM8K's `gsm8k-main-test-#17`, the id of the shared ZeroEval trace).
 
-Traces written (DESIGN.md format, one line per (query, agent)):
+Traces written (the replay-trace format of actors/trace.py, one line per (query, agent)):
 
 - `deployed-alpha<α>.jsonl`: what happened, one line per hop of each answered query. The
   answering hop: its graded answer. A reject hop: `decision: "reject"`, `answer` = the reject
@@ -50,14 +50,14 @@ from tqdm import tqdm
 from disrouter.actors import topics
 from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.decision import REJECT_PHRASE, scenario_for_alpha
-from disrouter.actors.client import Client
 from disrouter.actors.trace import TraceRecord, write_trace
 from disrouter.actors.trust import TrustKeys
-from disrouter.bench.evalset import Chain
+from disrouter.client.sdk import Client
+from disrouter.evaluation.evalset import Chain
 from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
 
-log = structlog.get_logger("disrouter.bench")
+log = structlog.get_logger("disrouter.evaluation")
 
 
 class LiveError(RuntimeError):
@@ -191,7 +191,7 @@ def forced_records(items: list[Item], chain: Chain, answers: dict[str, Answer]) 
             if answer.agent != agent:
                 raise LiveError(
                     f"a query forced onto {agent!r} was answered by {answer.agent!r}: the runtime does not "
-                    "honour Query.force_answer (see bench/live.py for the contract)"
+                    "honour Query.force_answer (see evaluation/live.py for the contract)"
                 )
             hop = answer.trail[-1] if answer.trail else None
             lines.append(
@@ -247,7 +247,7 @@ async def collect(
     trust_keys: TrustKeys | None = None,
 ) -> LiveRun:
     """Run the phases against a deployed topology and write the traces; returns where they are."""
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     run_id = run_id or uuid.uuid4().hex[:8]
     traces: dict[str, str] = {}
     phases: list[PhaseStats] = []
@@ -295,8 +295,8 @@ async def collect(
 def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: float, seed: int, embedder_factory: Callable[[], Any] | None, methods: list[str] | None = None):
     """The replay harness on each α's trace; the recorded-decision row becomes `disrouter-live`."""
     from disrouter.actors.trace import read_trace
-    from disrouter.bench.evalset import split_records
-    from disrouter.bench.harness import Evaluation, evaluate
+    from disrouter.evaluation.evalset import split_records
+    from disrouter.evaluation.harness import Evaluation, evaluate
 
     if methods:  # in live mode the recorded-decision method goes by its live name
         methods = ["disrouter-recorded" if m == "disrouter-live" else m for m in methods]
@@ -330,8 +330,8 @@ def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: floa
 def find_bootstrap(args: argparse.Namespace, namespace: str, declared: str) -> str:
     """The broker to use: --bootstrap, else the local stack `disrouter up` started for this
     namespace (as `disrouter ask` finds it), else the topology's; checked to be reachable."""
-    from disrouter.bench.evalset import EvalInputError
-    from disrouter.topology.stack import DEFAULT_RUN_DIR, read_state
+    from disrouter.evaluation.evalset import EvalInputError
+    from disrouter.stack.supervisor import DEFAULT_RUN_DIR, read_state
 
     bootstrap = args.bootstrap
     if not bootstrap:
@@ -361,9 +361,9 @@ def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
 
 def run_live_command(args: argparse.Namespace) -> int:
     """`disrouter eval --live`: collect, evaluate, print and write the report."""
-    from disrouter.bench import report
-    from disrouter.bench.commands import build_embedder_factory
-    from disrouter.bench.evalset import EvalInputError
+    from disrouter.evaluation import report
+    from disrouter.evaluation.commands import build_embedder_factory
+    from disrouter.evaluation.evalset import EvalInputError
     from disrouter.topology.load import load_topology
     from disrouter.training.data import load
 
@@ -381,7 +381,7 @@ def run_live_command(args: argparse.Namespace) -> int:
     trust_keys = None
     if args.forced_alone:
         from disrouter.actors.trust import TrustKeyError
-        from disrouter.topology.stack import DEFAULT_RUN_DIR, tool_trust_keys
+        from disrouter.stack.supervisor import DEFAULT_RUN_DIR, tool_trust_keys
 
         try:
             trust_keys = tool_trust_keys(topology, Path(args.run_dir) if args.run_dir else DEFAULT_RUN_DIR)

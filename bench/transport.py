@@ -1,6 +1,6 @@
-"""Fabric benchmark: replay agents over a real broker and real Ray Serve vs the engine alone.
+"""Transport benchmark: replay agents over a real broker and real Ray Serve vs the engine alone.
 
-    python -m disrouter.bench.fabric --queries 2000 --concurrency 256
+    python -m disrouter.bench.transport --queries 2000 --concurrency 256
 
 Starts its own Tansu broker and a local Ray instance (127.0.0.1, free ports), deploys a chain
 of three replay agents, pushes the same queries (a) straight through the Agent decision code
@@ -23,14 +23,14 @@ import msgspec
 from tqdm import tqdm
 
 from disrouter.actors.agent import Agent, Final, Forward
-from disrouter.actors.client import Client
 from disrouter.actors.contracts import Query
 from disrouter.actors.engine import build_engine
 from disrouter.actors.logs import configure_logging
 from disrouter.actors.trace import TraceRecord, write_trace
+from disrouter.client.sdk import Client
+from disrouter.stack.supervisor import Broker, free_port
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.load import parse_topology
-from disrouter.topology.stack import Broker, free_port
 
 AGENTS = (("small", 0.1), ("medium", 0.4), ("large", 0.9))
 
@@ -123,18 +123,18 @@ def main() -> None:
     from disrouter.topology.app import build_app
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    work = Path(tempfile.mkdtemp(prefix="dr-fabric-", dir="/tmp"))
+    work = Path(tempfile.mkdtemp(prefix="dr-transport-", dir="/tmp"))
     trace = work / "trace.jsonl"
     make_trace(trace, opts.queries)
     broker = Broker(log_path=work / "tansu.log").start()
     try:
-        args = topology_args("fabric", broker.bootstrap, trace, opts.partitions, opts.max_in_flight)
+        args = topology_args("transport", broker.bootstrap, trace, opts.partitions, opts.max_in_flight)
         baseline = asyncio.run(direct(args, opts.queries))
         ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(work / "ray"), log_to_driver=False,
                  runtime_env={"env_vars": {"DISROUTER_LOG_LEVEL": opts.log_level}})
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-        serve.run(build_app(parse_topology(args)), name="fabric", route_prefix=None)
-        rate, latencies = asyncio.run(over_kafka(broker.bootstrap, "fabric", opts.queries, opts.concurrency, opts.timeout))
+        serve.run(build_app(parse_topology(args)), name="transport", route_prefix=None)
+        rate, latencies = asyncio.run(over_kafka(broker.bootstrap, "transport", opts.queries, opts.concurrency, opts.timeout))
         serve.shutdown()
         ray.shutdown()
     finally:

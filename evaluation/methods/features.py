@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from disrouter.bench import probes
-from disrouter.bench.evalset import EvalSet
-from disrouter.bench.methods.base import Context, Unavailable
+from disrouter.evaluation import probes
+from disrouter.evaluation.evalset import EvalSet
+from disrouter.evaluation.methods.base import Context, Unavailable
 
 NO_ANSWER = "(no answer)"
 

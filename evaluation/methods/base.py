@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from disrouter.bench.evalset import EvalSet
+from disrouter.evaluation.evalset import EvalSet
 
 
 class Unavailable(Exception):

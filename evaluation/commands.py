@@ -3,7 +3,7 @@
 Replay:  disrouter eval TRACE.jsonl --agents small:0.1,mid:0.5,large:0.9   (or --topology FILE)
 Live:    disrouter eval --live --topology FILE --dataset gsm8k [--forced-alone]
 
-Outputs under --out: results.json, analysis.json, calibration.json, PNG plots (bench/README.md).
+Outputs under --out: results.json, analysis.json, calibration.json, PNG plots (evaluation/README.md).
 """
 
 # Heavy imports (numpy, scikit-learn, aiokafka) happen inside `run`, so `disrouter --help`
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("trace", nargs="?", help="replay trace (JSONL, the DESIGN.md format); omit with --live")
+    p.add_argument("trace", nargs="?", help="replay trace (JSONL, the replay-trace format of actors/trace.py); omit with --live")
     chain = p.add_mutually_exclusive_group()
     chain.add_argument("--agents", help="the chain in order, last = terminal: name:cost,name:cost,…")
     chain.add_argument("--topology", help="topology YAML: chain order (entry, then next[0]) and costs")
@@ -63,12 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from disrouter.actors.errors import TraceFormatError
-    from disrouter.bench.evalset import EvalInputError
+    from disrouter.evaluation.evalset import EvalInputError
     from disrouter.training.data import DataError
 
     try:
         if args.live:
-            from disrouter.bench.live import run_live_command
+            from disrouter.evaluation.live import run_live_command
 
             return run_live_command(args)
         return _replay(args)
@@ -78,13 +78,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_embedder_factory(name: str, cache: str):
-    from disrouter.bench.embed import make_embedder
+    from disrouter.evaluation.embed import make_embedder
 
     return lambda: make_embedder(name, Path(cache) if cache else None)
 
 
 def _chain(args: argparse.Namespace):
-    from disrouter.bench.evalset import Chain, EvalInputError
+    from disrouter.evaluation.evalset import Chain, EvalInputError
 
     if args.topology:
         chain, gamma = Chain.from_topology(args.topology)
@@ -96,9 +96,9 @@ def _chain(args: argparse.Namespace):
 
 def _replay(args: argparse.Namespace) -> int:
     from disrouter.actors.trace import read_trace
-    from disrouter.bench import report
-    from disrouter.bench.evalset import EvalInputError, split_records
-    from disrouter.bench.harness import evaluate
+    from disrouter.evaluation import report
+    from disrouter.evaluation.evalset import EvalInputError, split_records
+    from disrouter.evaluation.harness import evaluate
 
     if not args.trace:
         raise EvalInputError("give a replay trace (or --live)")

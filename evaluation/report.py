@@ -16,8 +16,8 @@ from pathlib import Path
 
 import msgspec
 
-from disrouter.bench.harness import Evaluation
-from disrouter.bench.metrics import Result
+from disrouter.evaluation.harness import Evaluation
+from disrouter.evaluation.metrics import Result
 
 _FAMILY_ORDER = {"oracle": 0, "disrouter": 1, "cascade": 2, "router": 3, "baseline": 4}
 
