@@ -50,6 +50,9 @@ class KafkaSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     # How long a fetch may wait on the broker for data. Tansu holds a fetch for the full wait
     # when a partition is idle, which adds this much to every hop's latency: keep it short.
     fetch_max_wait_ms: int = 20
+    # A consumer that has not polled for this long leaves its group (aiokafka's default). The
+    # worker keeps polling while all its slots are busy, so only a stuck loop gets there.
+    max_poll_interval_ms: int = 300_000
     create_topics: bool = True  # agents create missing topics at start (idempotent)
     # A new agent group starts from the earliest offset: queries produced before the agent
     # came up are still answered rather than skipped.

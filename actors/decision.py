@@ -162,7 +162,12 @@ class PlattCalibration(Calibration, tag="platt"):
     def __call__(self, raw: float) -> float:
         raw = min(max(raw, 1e-6), 1 - 1e-6)
         z = self.a * math.log(raw / (1 - raw)) + self.b
-        return 1.0 / (1.0 + math.exp(-z))
+        # The logistic in the form that cannot overflow: a steep fitted slope puts |z| past
+        # exp's range (~709) for raw values near 0 or 1.
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
 
 
 class IsotonicCalibration(Calibration, tag="isotonic"):

@@ -89,6 +89,7 @@ def make_consumer(spec: KafkaSpec, *topics: str, group_id: str | None, **overrid
         session_timeout_ms=spec.session_timeout_ms,
         heartbeat_interval_ms=spec.heartbeat_interval_ms,
         fetch_max_wait_ms=spec.fetch_max_wait_ms,
+        max_poll_interval_ms=spec.max_poll_interval_ms,
     )
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

@@ -70,6 +70,8 @@ class RebalanceFence(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         worker = self.worker
+        if revoked:
+            worker.stats["revocations"] += 1
         grace = worker.config.timeouts.rebalance_grace_s
         running = [w.task for w in worker.works() if w.tp in revoked and w.task is not None]
         if running and grace > 0:
@@ -101,6 +103,7 @@ class RebalanceFence(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         worker = self.worker
+        worker.stats["assignments"] += 1
         worker.assignment_changed()
         resumed = cancelled = 0
         fenced, self.fenced = self.fenced, {}

@@ -1,7 +1,9 @@
 """One bad message must not jam an agent: deployed agents (real broker, real Ray Serve) with an
 answer too large to publish, a dead letter too large to publish, a query that grows to the
 size limit down a chain, and an engine that hangs. Each ends with a recorded reason, the client
-hears back, the agent keeps answering and its partitions commit to their end."""
+hears back, the agent keeps answering and its partitions commit to their end. And a replica
+whose slots are all busy stays in its group, while one whose work cannot finish fails its
+health check, so Serve replaces it."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import os
 
 import msgspec
 from aiokafka import TopicPartition
+from ray import serve
 
 from disrouter.actors.config import KafkaSpec
 from disrouter.actors.contracts import DeadLetter, Query
 from disrouter.actors.kafka import make_consumer
-from tests.integration.conftest import make_trace, replay_agent, topology_args
+from disrouter.stack.supervisor import Broker
+from tests.integration.conftest import Client, make_trace, replay_agent, topology_args
 
 LIMITS = {"max_prompt_chars": 4000, "max_message_bytes": 4096, "max_hops": 4}
 
@@ -131,3 +135,69 @@ async def test_a_reply_to_a_new_topic_does_not_cost_other_answers_their_delivery
         replies = [a for i, qid in enumerate(ids) if i % 2 for a in await client.collect(f"{namespace}.replies.{qid}", 1)]
     assert all(a.status == "answered" for a in [*answers.values(), *replies]), [a.reason for a in answers.values() if a.reason]
     assert sorted(answers) == ["n0", "n2", "n4", "warm-up"] and sorted(a.id for a in replies) == ["n1", "n3", "n5"]
+
+
+async def test_a_replica_with_every_slot_busy_keeps_polling_and_stays_in_its_group(
+    deploy_topology, client_factory, kafka_bootstrap, namespace, tmp_path
+):
+    # One slot, held for 8 s by "slow", while a consumer that has not polled for 3 s leaves its
+    # group (max_poll_interval_ms). Leaving would revoke and re-assign the partition: the
+    # replica counts both, so a second assignment shows it.
+    trace = make_trace(tmp_path / "t.jsonl", {"slow": {"solo": {"latency_ms": 8000}}, "after": {"solo": {}}})
+    solo = replay_agent("solo", 0.5, trace, max_in_flight=1)
+    solo["engine"]["simulate_latency"] = True
+    args = topology_args(namespace, kafka_bootstrap, [solo], partitions=1,
+                         timeouts={"process_s": 60, "publish_s": 5, "stall_s": 120})
+    args["kafka"]["max_poll_interval_ms"] = 3000
+    deploy_topology(args)
+    handle = serve.get_deployment_handle("solo", app_name=namespace)
+    async with client_factory(namespace) as client:
+        await client.send(Query(id="slow", prompt="prompt of slow"))
+        await client.send(Query(id="after", prompt="prompt of after"))
+        answers = {a.id: a for a in await client.collect(f"{namespace}.answers", 2, timeout_s=120)}
+    stats = await handle.stats.remote()
+    print(f"\n[full replica] assignments={stats.get('assignments')} revocations={stats.get('revocations', 0)}")
+    assert sorted(answers) == ["after", "slow"] and {a.status for a in answers.values()} == {"answered"}
+    assert stats["consumed"] == 2 and stats.get("revocations", 0) == 0 and stats["assignments"] == 1, stats
+
+
+async def test_a_replica_whose_work_cannot_finish_fails_its_health_check(deploy_topology, namespace, tmp_path):
+    # Its own broker, stopped under the agent with work in flight: the outcomes can be neither
+    # published nor dead-lettered, so their offsets stay unfinished. The consume loop itself
+    # stays alive; health must fail anyway once that has lasted timeouts.stall_s.
+    broker = Broker(log_path=tmp_path / "tansu.log").start()
+    try:
+        ids = ["h0", "h1"]
+        trace = make_trace(tmp_path / "t.jsonl", {qid: {"solo": {"latency_ms": 2000}} for qid in ids})
+        solo = replay_agent("solo", 0.5, trace)
+        solo["engine"]["simulate_latency"] = True
+        deploy_topology(topology_args(namespace, broker.bootstrap, [solo], partitions=1,
+                                      timeouts={"process_s": 3, "publish_s": 1, "stall_s": 5}))
+        handle = serve.get_deployment_handle("solo", app_name=namespace)
+        async with Client(broker.bootstrap, namespace) as client:
+            for qid in ids:
+                await client.send(Query(id=qid, prompt=f"prompt of {qid}"))
+        deadline = asyncio.get_running_loop().time() + 60
+        while (await handle.stats.remote())["in_flight"] < len(ids):
+            assert asyncio.get_running_loop().time() < deadline, "the queries never reached the agent"
+            await asyncio.sleep(0.1)
+        assert serve.status().applications[namespace].deployments["solo"].status == "HEALTHY"
+        broker.stop()
+
+        stalled = None
+        while stalled is None:
+            assert asyncio.get_running_loop().time() < deadline + 60, "the replica never reported a stall"
+            stats = await handle.stats.remote()
+            stalled = stats["stalled"]
+            await asyncio.sleep(0.2)
+        assert "without its fate recorded" in stalled and "timeouts.stall_s=5" in stalled
+        # Serve's check_health sees it: after its consecutive failures the deployment is unhealthy.
+        status = None
+        while status is None or status.status != "UNHEALTHY":
+            assert asyncio.get_running_loop().time() < deadline + 180, f"Serve never saw the failed health check: {status}"
+            status = serve.status().applications[namespace].deployments["solo"]
+            await asyncio.sleep(0.5)
+        print(f"\n[stall] {stalled}; Serve: {status.status}: {status.message}")
+        assert "health check failed" in status.message
+    finally:
+        broker.stop()

@@ -329,3 +329,10 @@ def test_reject_watch_stops_on_the_phrase_and_stops_looking_once_answering():
     assert answering.feed("The answer") is False and not answering.rejected
     assert answering.feed("The answer. I don't know!") is False  # decided: no longer looking
     assert RejectWatch(active=False).feed("I don't know!") is False
+
+
+def test_platt_with_a_steep_slope_saturates_instead_of_overflowing():
+    # A fitted slope this steep put exp() out of range (OverflowError in the agent).
+    assert PlattCalibration(a=1000.0, b=0.0)(0.1) == 0.0
+    assert PlattCalibration(a=1000.0, b=0.0)(0.9) == 1.0
+    assert PlattCalibration(a=-1000.0, b=0.0)(0.1) == 1.0
