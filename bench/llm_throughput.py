@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import time
 import uuid
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating direct/kafka rounds (medians reported)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The agent signs what it passes on (actors/trust.py): a key for this run.
+    os.environ.setdefault("DISROUTER_TRUST_KEY", secrets.token_hex(32))
     return asyncio.run(main_async(args))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -123,6 +124,9 @@ def main() -> None:
     from disrouter.topology.app import build_app
 
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # The agents sign their hand-offs (actors/trust.py): a key for this run, which the Ray
+    # processes started below inherit.
+    os.environ.setdefault("DISROUTER_TRUST_KEY", secrets.token_hex(32))
     work = Path(tempfile.mkdtemp(prefix="dr-transport-", dir="/tmp"))
     trace = work / "trace.jsonl"
     make_trace(trace, opts.queries)
@@ -130,7 +134,8 @@ def main() -> None:
     try:
         args = topology_args("transport", broker.bootstrap, trace, opts.partitions, opts.max_in_flight)
         baseline = asyncio.run(direct(args, opts.queries))
-        ray.init(num_cpus=8, include_dashboard=False, _temp_dir=str(work / "ray"), log_to_driver=False,
+        # address="local": a cluster of its own, never one already running on the machine.
+        ray.init(address="local", num_cpus=8, include_dashboard=False, _temp_dir=str(work / "ray"), log_to_driver=False,
                  runtime_env={"env_vars": {"DISROUTER_LOG_LEVEL": opts.log_level}})
         serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
         serve.run(build_app(parse_topology(args)), name="transport", route_prefix=None)

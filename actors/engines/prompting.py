@@ -151,11 +151,17 @@ class AnswerWatch:
     `feed(text_so_far)` returns True when the text holds "The answer is: X" followed by a line
     break: the answer the graders and users read is there, and what a small model rambles on
     with after it ("The answer is: 5", again, or a new made-up question) is never used.
+
+    Called once per streamed chunk, it does work only when a line break arrives, and then scans
+    only the text after the answer lines already settled (`_scan_answer_lines`), so a long reply
+    costs a scan of each part once, not of the whole text per chunk. The verdict is the one
+    `answer_line_complete(text_so_far)` gives (tests/unit/test_answer_watch.py).
     """
 
     def __init__(self, active: bool = True) -> None:
         self.active = active
         self._checked = 0  # text before this offset holds no line break after an answer
+        self._scan_from = 0  # no answer line that may still complete starts before this
 
     def feed(self, text: str) -> bool:
         if not self.active:
@@ -166,17 +172,44 @@ class AnswerWatch:
             self._checked = max(self._checked, len(text))
             return False
         self._checked = len(text)
-        return answer_line_complete(text)
+        end, self._scan_from = _scan_answer_lines(text, self._scan_from)
+        return end is not None
+
+
+_ANSWER_WORD = re.compile("answer", re.IGNORECASE)
+
+
+def _scan_answer_lines(text: str, pos: int = 0) -> tuple[int | None, int]:
+    """(the end of the first complete answer line at or after `pos`, or None; and where a
+    later scan of the same text grown longer may start without missing one).
+
+    Every match of the answer pattern holds the word "answer"; one whose value line has no line
+    break yet, or whose value is whitespace the pattern gave back at the end of the text, may
+    still change; a match that does not exist yet can only start at the last "answer" (or a word
+    being written at the very end): the text after any other one already rules it out.
+    """
+    for match in _ANSWER_LINE.finditer(text, pos):
+        start = match.start(1)
+        line_end = text.find("\n", start)
+        if line_end == -1:
+            return None, match.start()  # its value line is still being written
+        if text[start:line_end].strip(" .*`$\t\r"):
+            return line_end, pos
+        if text[start].isspace():
+            # The pattern's whitespace ran into the end of the text and gave some back: with
+            # more text it may reach a value on a later line. Not settled yet.
+            return None, match.start()
+        pos = match.end()  # settled: a marked line whose value is only punctuation
+    last = None
+    for found in _ANSWER_WORD.finditer(text, pos):
+        last = found
+    tail = max(pos, len(text) - len("answer") + 1)  # "answe" at the end may become "answer"
+    return None, min(last.start(), tail) if last is not None else tail
 
 
 def _first_answer_line_end(text: str) -> int | None:
     """Offset of the line break that ends the first marked answer line with a value."""
-    for match in _ANSWER_LINE.finditer(text):
-        start = match.start(1)
-        line_end = text.find("\n", start)
-        if line_end != -1 and text[start:line_end].strip(" .*`$\t\r"):
-            return line_end
-    return None
+    return _scan_answer_lines(text)[0]
 
 
 def answer_line_complete(text: str) -> bool:

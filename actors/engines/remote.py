@@ -231,7 +231,9 @@ class OpenAIEngine:
 
     async def _stream(self, body: bytes, request: EngineRequest) -> EngineResult:
         assert self._client is not None
-        text: list[str] = []
+        # The reply so far, appended to (not joined again from every piece at each chunk); the
+        # watch reads it each chunk but scans only what it has not settled yet.
+        reply = ""
         pieces: list[tuple[str, float]] = []
         usage: dict[str, Any] = {}
         chunks = 0
@@ -256,13 +258,12 @@ class OpenAIEngine:
                     delta = (choice.get("delta") or {}).get("content") or ""
                     if delta:
                         chunks += 1
-                        text.append(delta)
+                        reply += delta
                     pieces.extend(_logprob_pieces(choice.get("logprobs")))
-                if watch.feed("".join(text)):
+                if watch.feed(reply):
                     # Leaving the block closes the connection: the server stops generating.
                     stopped = True
                     break
-        reply = "".join(text)
         tokens_out = int(usage.get("completion_tokens") or 0)
         if stopped or not tokens_out:
             # Usage may lag or never come for a stream we cut: count what we received.

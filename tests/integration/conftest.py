@@ -54,6 +54,9 @@ def ray_serve() -> Iterator[None]:
     # Ray's unix socket paths must stay short: a temp dir under /tmp, removed afterwards.
     temp_dir = tempfile.mkdtemp(prefix="dr-ray-", dir="/tmp")
     ray.init(
+        # A new cluster of our own, always: with no address, Ray would join the one $RAY_ADDRESS
+        # or /tmp/ray/ray_current_cluster names, perhaps a stack someone else runs here.
+        address="local",
         num_cpus=8,  # logical CPUs: replicas ask for 0.25 each and mostly wait on I/O
         include_dashboard=False,
         _temp_dir=temp_dir,
