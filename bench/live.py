@@ -371,8 +371,12 @@ def run_live_command(args: argparse.Namespace) -> int:
     items = load(args.dataset, limit=args.limit, train_fraction=args.train_fraction, seed=args.seed).items
     if args.split != "all":
         items = [item for item in items if item.split == args.split]
+    if args.skip < 0:
+        raise EvalInputError(f"--skip must be ≥ 0, not {args.skip}")
+    items = items[args.skip:]
     if not items:
-        raise EvalInputError(f"{args.dataset}: no {args.split} question in the first {args.limit} (raise --limit)")
+        raise EvalInputError(
+            f"{args.dataset}: no {args.split} question in the first {args.limit} after skipping {args.skip} (raise --limit)")
     bootstrap = find_bootstrap(args, topology.namespace, topology.kafka.bootstrap_servers)
     out = Path(args.out)
     run = asyncio.run(
