@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--limit", type=int, help="first N questions of the data set")
     live.add_argument("--split", choices=["test", "train", "all"], default="all",
                       help="which questions of the data set's seeded split to ask (default all; 'test' = held out from training)")
+    live.add_argument("--skip", type=int, default=0,
+                      help="skip the first N held-out (test-split) questions, e.g. those a training report already "
+                           "used to choose an adapter; training-split questions stay (default 0)")
     live.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the running local stack's, else the topology's)")
     live.add_argument("--run-dir", help="local stack run directory (default: the one `disrouter up` uses)")
     live.add_argument("--concurrency", type=int, default=16, help="queries in flight at once (default 16)")

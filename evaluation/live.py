@@ -359,6 +359,20 @@ def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     return False
 
 
+def select_items(items: list[Item], split: str, skip: int = 0) -> list[Item]:
+    """The questions a live run asks: those of `split` ("all" keeps both), less the first `skip`
+    held-out ones (used elsewhere, e.g. by a training report); training-split questions stay, so
+    the learned baselines have something to fit on."""
+    from disrouter.evaluation.evalset import EvalInputError
+
+    if skip < 0:
+        raise EvalInputError(f"--skip must be ≥ 0, not {skip}")
+    if split != "all":
+        items = [item for item in items if item.split == split]
+    skipped = {item.id for item in [item for item in items if item.split == "test"][:skip]}
+    return [item for item in items if item.id not in skipped]
+
+
 def run_live_command(args: argparse.Namespace) -> int:
     """`disrouter eval --live`: collect, evaluate, print and write the report."""
     from disrouter.evaluation import report
@@ -373,10 +387,10 @@ def run_live_command(args: argparse.Namespace) -> int:
     chain, gamma = Chain.from_topology(args.topology)
     gamma = gamma if args.gamma is None else args.gamma
     items = load(args.dataset, limit=args.limit, train_fraction=args.train_fraction, seed=args.seed).items
-    if args.split != "all":
-        items = [item for item in items if item.split == args.split]
+    items = select_items(items, args.split, args.skip)
     if not items:
-        raise EvalInputError(f"{args.dataset}: no {args.split} question in the first {args.limit} (raise --limit)")
+        raise EvalInputError(
+            f"{args.dataset}: no {args.split} question in the first {args.limit} after skipping {args.skip} (raise --limit)")
     bootstrap = find_bootstrap(args, topology.namespace, topology.kafka.bootstrap_servers)
     trust_keys = None
     if args.forced_alone:

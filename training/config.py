@@ -121,6 +121,10 @@ class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     engine: dict[str, Any] = {}
     # Where the final adapter and its card go (default: <out>/adapter).
     export_to: str | None = None
+    # Which stage's adapter the report measures and the export ships: "rl" (the SFT adapter when
+    # RL did not run) or "sft" — for when the held-out report shows RL did not improve on SFT
+    # (the training cost on the card still counts every stage that ran).
+    ship: Literal["rl", "sft"] = "rl"
 
     @property
     def out_dir(self) -> Path:

@@ -94,6 +94,18 @@ def export(
     return dest
 
 
+def _shipped_stage(card: dict[str, Any]) -> list[str]:
+    """Say which stage's weights these are when it is not the last stage that ran."""
+    ran_rl = any(c.get("stage") == "rl" for c in card["training_cost"]["stages"])
+    if card["config"].get("ship") != "sft" or not ran_rl:
+        return []
+    return [
+        "**These are the SFT stage's weights** (`ship: sft` in the config): on the held-out report the RL "
+        "stage did not improve on them, so they ship; the RL stage ran and its cost is counted below.",
+        "",
+    ]
+
+
 def render_card(card: dict[str, Any]) -> str:
     base = card["base_model"]
     cost = card["training_cost"]
@@ -111,6 +123,7 @@ def render_card(card: dict[str, Any]) -> str:
         card["command"],
         "```",
         "",
+        *_shipped_stage(card),
         "## Training cost",
         "",
         "| stage | wall time | device | tokens sampled | tokens trained | steps | examples |",

@@ -61,9 +61,10 @@ class Run:
         return self.out / "report"
 
     def final_adapter(self) -> Path:
-        """The RL adapter when RL ran, else the SFT adapter."""
+        """The adapter to report and ship: RL's when RL ran (unless `ship: sft`), else SFT's."""
         rl = self.rl_dir / "adapter"
-        return rl if self.cfg.rl.prompts > 0 and (rl / "adapter_config.json").exists() else self.sft_dir / "adapter"
+        use_rl = self.cfg.ship == "rl" and self.cfg.rl.prompts > 0 and (rl / "adapter_config.json").exists()
+        return rl if use_rl else self.sft_dir / "adapter"
 
     # --- costs ---------------------------------------------------------------------------------
     def costs(self) -> dict[str, dict[str, Any]]:

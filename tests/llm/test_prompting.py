@@ -34,10 +34,16 @@ def test_reject_offered_with_scenario():
     assert "The answer is:" in system.content
 
 
-@pytest.mark.parametrize("alpha,name", [(0.2, "performance first"), (0.5, "balance"), (0.8, "cost first"), (0.75, "cost first")])
-def test_scenario_from_alpha_when_no_instruction(alpha, name):
+@pytest.mark.parametrize(
+    "alpha,line",
+    [(0.2, "Scenario: performance first (cost weight α = 0.2)"), (0.5, "Scenario: balance (cost weight α = 0.5)"),
+     (0.8, "Scenario: cost first (cost weight α = 0.8)"),
+     # A raw α is said as itself, not rounded to the nearest named scenario: a trained agent reads it.
+     (0.75, "Scenario: cost weight α = 0.75.")],
+)
+def test_scenario_from_alpha_when_no_instruction(alpha, line):
     system = build_messages(req(alpha=alpha))[0].content
-    assert f"Scenario: {name}" in system
+    assert line in system
 
 
 def test_terminal_and_confidence_prompts_do_not_offer_reject():

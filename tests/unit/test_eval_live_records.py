@@ -110,3 +110,17 @@ def test_a_forced_query_answered_by_another_agent_means_the_hook_is_missing():
     wrong = answered("g-1", "large", "4", [hop("small", "reject"), hop("large", "answer")])
     with pytest.raises(LiveError, match="force_answer"):
         forced_records(ITEMS, CHAIN, forced_answers({"g-1|small": wrong}))
+
+
+def test_skip_drops_only_the_first_held_out_questions():
+    from disrouter.evaluation.evalset import EvalInputError
+    from disrouter.evaluation.live import select_items
+    from disrouter.training.data import Item
+
+    items = [Item(f"q{i}", "arith", "p", "1", "numeric", split) for i, split in enumerate(["test", "test", "test", "train", "test", "train", "test", "train"])]
+    assert [i.id for i in select_items(items, "all", 2)] == ["q2", "q3", "q4", "q5", "q6", "q7"]
+    assert [i.id for i in select_items(items, "test", 2)] == ["q2", "q4", "q6"]
+    assert [i.id for i in select_items(items, "train", 2)] == ["q3", "q5", "q7"]
+    assert select_items(items, "test", 9) == []
+    with pytest.raises(EvalInputError):
+        select_items(items, "all", -1)

@@ -37,11 +37,7 @@ def test_the_runtime_imports_none_of_the_other_folders():
 
 def test_bench_holds_performance_benchmarks_only():
     modules = {p.stem for p in (ROOT / "bench").glob("*.py")} - {"__init__"}
-    assert modules == {"transport", "llm_throughput", "embed"}
-    # bench/embed.py is an alias kept while training/ imports the embedder from its old place.
-    users = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and "disrouter.bench.embed" in imports(p)]
-    assert users, "nothing imports disrouter.bench.embed any more: delete bench/embed.py"
-    assert [str(p.relative_to(ROOT)) for p in users] == ["training/report.py"]
+    assert modules == {"transport", "llm_throughput"}
 
 
 def test_the_command_list_names_exactly_the_registered_commands():

@@ -72,3 +72,31 @@ def test_shipped_recipes_load():
             assert cfg.data.train_questions == 0 and cfg.sample.temperature == 0.0 and cfg.sample.n == 1
         else:
             assert cfg.export_to
+
+
+@pytest.mark.parametrize("ship,rl_ran,expected", [("rl", True, "rl"), ("rl", False, "sft"), ("sft", True, "sft")])
+def test_ship_picks_the_stage_that_is_reported_and_exported(tmp_path, ship, rl_ran, expected):
+    from disrouter.training.config import TrainConfig
+    from disrouter.training.pipeline import Run
+
+    cfg = TrainConfig(agent="a", model="m", out=str(tmp_path), ship=ship)
+    for stage in ("sft", "rl") if rl_ran else ("sft",):
+        (tmp_path / stage / "adapter").mkdir(parents=True)
+        (tmp_path / stage / "adapter" / "adapter_config.json").write_text("{}")
+    assert Run(cfg, "cfg.yaml", "disrouter train all cfg.yaml").final_adapter() == tmp_path / expected / "adapter"
+
+
+@pytest.mark.parametrize("ship,says", [("sft", True), ("rl", False)])
+def test_card_says_when_the_sft_weights_ship(ship, says):
+    from disrouter.training.export import render_card
+
+    stages = [{"stage": "sft", "wall_s": 10.0}, {"stage": "rl", "wall_s": 20.0, "tokens_sampled": 5}]
+    card = {
+        "name": "a-selfaware", "command": "disrouter train all a.yaml", "adapter": {"r": 8},
+        "base_model": {"id": "m"}, "data": {}, "metrics": None, "versions": {}, "python": "3.11",
+        "config": {"ship": ship} if ship == "sft" else {},
+        "training_cost": {"stages": stages, "wall_s": 30.0, "tokens_sampled": 5, "tokens_trained": 0},
+    }
+    text = render_card(card)
+    assert ("SFT stage's weights" in text) is says
+    assert "| rl | 20 s |" in text and "**30 s**" in text
