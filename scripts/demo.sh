@@ -10,6 +10,8 @@ if [ -x .venv/bin/disrouter ] && .venv/bin/disrouter --help | grep -q " models "
 fi
 .venv/bin/disrouter down >/dev/null 2>&1 || true
 .venv/bin/disrouter up "$@"
-.venv/bin/disrouter ask "${DISROUTER_DEMO_QUESTION:-What is 43 * 21?}"
+# A two-step word problem from the held-out arith questions: the trained SmolLM2 says "I don't
+# know!" in 5 tokens and Qwen works it out (22) — the trail shows the route.
+.venv/bin/disrouter ask "${DISROUTER_DEMO_QUESTION:-Lena has 10 baskets with 3 stickers in each. She gives away 8 stickers. How many stickers does Lena have left?}"
 echo
 echo "The stack keeps running: 'source .venv/bin/activate', then 'disrouter ask \"...\"'; stop it with 'disrouter down'."
