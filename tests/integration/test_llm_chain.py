@@ -26,10 +26,11 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LOCAL = EXAMPLES / "local.yaml"
 LOCAL_CONFIDENCE = EXAMPLES / "local-confidence.yaml"
 
-# Held-out arith questions (test split, never trained on): one the trained SmolLM2 knows, one it
-# does not (four-digit products: 0 of 31 right in its competence sampling).
-EASY = ("What is 7 + 2?", "9")
-HARD = ("What is 4731 * 86?", "406866")
+# Held-out arith questions (test split, never trained on), routed the same way in the live
+# evaluation (README, "The trained default"): the trained SmolLM2 answers the first itself at
+# every α; it says "I don't know!" to the second (a two-digit product) and Qwen works it out.
+EASY = ("What is 4 * 3?", "12")
+HARD = ("What is 82 times 13?", "1066")
 
 
 def local_args(path: Path, namespace: str, bootstrap: str, **engine) -> dict:
@@ -79,6 +80,7 @@ async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready,
     assert reject.tokens_out <= 8, reject  # the reject comes first and is cut there
     assert hard.cost == 0.9 and hard.totals.cost == 1.0 and hard.totals.hops == 2
     assert hard.answer and REJECT_PHRASE not in hard.answer
+    assert is_correct("numeric", hard.answer, HARD[1]), hard.answer
 
     easy = answers["easy"]
     assert easy.status == "answered" and easy.agent == "smollm2" and easy.cost == 0.1, easy
