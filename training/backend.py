@@ -44,6 +44,20 @@ def precision_args(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+def trainer_args(cfg: TrainConfig, checkpoints: Path, save_steps: int) -> dict[str, Any]:
+    """The TrainingArguments fields SFT and RL share: where and how often to checkpoint (two kept,
+    so a cut run resumes), no external reporting, the run's seed, device and precision."""
+    return {
+        "output_dir": str(checkpoints),
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "report_to": [],
+        "seed": cfg.seed,
+        "dataloader_num_workers": 0,
+        **precision_args(cfg),
+    }
+
+
 def base_model_path(cfg: TrainConfig) -> str:
     from disrouter.actors.models import resolve_model
 

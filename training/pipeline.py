@@ -26,7 +26,14 @@ import structlog
 from disrouter.training import labels as sft_labels
 from disrouter.training.config import TrainConfig
 from disrouter.training.mix import questions
-from disrouter.training.sampling import COMPETENCE_FILE, Competence, competence_stats, engine_spec, read_competence, sample_competence
+from disrouter.training.sampling import (
+    COMPETENCE_FILE,
+    Competence,
+    competence_stats,
+    engine_spec,
+    read_competence,
+    sample_competence,
+)
 from disrouter.training.sft import StageCost
 
 log = structlog.get_logger("disrouter.training")

@@ -117,7 +117,6 @@ def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out
     r = cfg.rl
     checkpoints = out / "checkpoints"
     args = GRPOConfig(
-        output_dir=str(checkpoints),
         num_train_epochs=1,
         per_device_train_batch_size=r.batch_size,
         gradient_accumulation_steps=r.grad_accum,
@@ -129,12 +128,7 @@ def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out
         scale_rewards=r.scale_rewards,
         lr_scheduler_type="constant",
         logging_steps=1,
-        save_steps=r.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=cfg.seed,
-        dataloader_num_workers=0,
-        **backend.precision_args(cfg),
+        **backend.trainer_args(cfg, checkpoints, r.save_steps),
     )
     generated = {"tokens": 0}
 

@@ -59,7 +59,6 @@ def train_sft(cfg: TrainConfig, dataset_path: Path, out: Path) -> tuple[Path, St
     checkpoints = out / "checkpoints"
     s = cfg.sft
     args = SFTConfig(
-        output_dir=str(checkpoints),
         num_train_epochs=s.epochs,
         per_device_train_batch_size=s.batch_size,
         gradient_accumulation_steps=s.grad_accum,
@@ -69,12 +68,7 @@ def train_sft(cfg: TrainConfig, dataset_path: Path, out: Path) -> tuple[Path, St
         max_length=s.max_length,
         completion_only_loss=True,
         logging_steps=5,
-        save_steps=s.save_steps,
-        save_total_limit=2,
-        report_to=[],
-        seed=cfg.seed,
-        dataloader_num_workers=0,
-        **backend.precision_args(cfg),
+        **backend.trainer_args(cfg, checkpoints, s.save_steps),
     )
     started = time.perf_counter()
     trainer = SFTTrainer(
