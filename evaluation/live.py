@@ -53,7 +53,7 @@ from disrouter.actors.decision import REJECT_PHRASE, scenario_for_alpha
 from disrouter.actors.trace import TraceRecord, write_trace
 from disrouter.actors.trust import TrustKeys
 from disrouter.client.sdk import Client
-from disrouter.evaluation.evalset import Chain
+from disrouter.evaluation.evalset import Chain, EvalInputError
 from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
 
@@ -330,7 +330,6 @@ def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: floa
 def find_bootstrap(args: argparse.Namespace, namespace: str, declared: str) -> str:
     """The broker to use: --bootstrap, else the local stack `disrouter up` started for this
     namespace (as `disrouter ask` finds it), else the topology's; checked to be reachable."""
-    from disrouter.evaluation.evalset import EvalInputError
     from disrouter.stack.supervisor import DEFAULT_RUN_DIR, read_state
 
     bootstrap = args.bootstrap
@@ -363,7 +362,6 @@ def select_items(items: list[Item], split: str, skip: int = 0) -> list[Item]:
     """The questions a live run asks: those of `split` ("all" keeps both), less the first `skip`
     held-out ones (used elsewhere, e.g. by a training report); training-split questions stay, so
     the learned baselines have something to fit on."""
-    from disrouter.evaluation.evalset import EvalInputError
 
     if skip < 0:
         raise EvalInputError(f"--skip must be ≥ 0, not {skip}")
@@ -377,7 +375,6 @@ def run_live_command(args: argparse.Namespace) -> int:
     """`disrouter eval --live`: collect, evaluate, print and write the report."""
     from disrouter.evaluation import report
     from disrouter.evaluation.commands import build_embedder_factory
-    from disrouter.evaluation.evalset import EvalInputError
     from disrouter.topology.load import load_topology
     from disrouter.training.data import load
 

@@ -1,4 +1,5 @@
-"""Where training runs: device, dtype, and loading the base model (+ an adapter) for TRL.
+"""Where training runs: device, dtype, loading the base model (+ an adapter) for TRL, and the
+trainer arguments and checkpoint resume that SFT and RL share.
 
 CPU and GPU differ only here. `dtype: auto` is float32 on a CPU without native bf16 (AVX2
 machines emulate bf16 matmuls: ~3× slower here) and bf16 on CUDA or a bf16-capable CPU.
@@ -9,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from disrouter.training.config import TrainConfig
+
+log = structlog.get_logger("disrouter.training")
 
 
 def device(cfg: TrainConfig) -> str:
@@ -98,6 +103,18 @@ def lora_config(cfg: TrainConfig) -> Any:
         target_modules=lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def train_resumable(trainer: Any, checkpoints: Path, out: Path, stage: str) -> tuple[Any, Path]:
+    """Train from the newest checkpoint when a cut run left one, then save the adapter to
+    `<out>/adapter`; returns (the trainer's TrainOutput, the adapter folder)."""
+    resume = last_checkpoint(checkpoints)
+    if resume:
+        log.info(f"{stage}_resume", checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    adapter = out / "adapter"
+    trainer.save_model(str(adapter))
+    return result, adapter
 
 
 def last_checkpoint(folder: Path) -> str | None:

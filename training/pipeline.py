@@ -69,9 +69,18 @@ class Run:
 
     def final_adapter(self) -> Path:
         """The adapter to report and ship: RL's when RL ran (unless `ship: sft`), else SFT's."""
-        rl = self.rl_dir / "adapter"
-        use_rl = self.cfg.ship == "rl" and self.cfg.rl.prompts > 0 and (rl / "adapter_config.json").exists()
-        return rl if use_rl else self.sft_dir / "adapter"
+        use_rl = self.cfg.ship == "rl" and self.cfg.rl.prompts > 0 and _trained(self.rl_dir)
+        return self.rl_dir / "adapter" if use_rl else self.sft_dir / "adapter"
+
+    def _needs_training(self, stage_dir: Path, force: bool) -> bool:
+        """False when the stage's adapter is there and not forced; a forced run starts over
+        (its old checkpoints would otherwise be resumed)."""
+        if _trained(stage_dir) and not force:
+            log.info(f"{stage_dir.name}_exists", adapter=str(stage_dir / "adapter"))
+            return False
+        if force:
+            shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)
+        return True
 
     # --- costs ---------------------------------------------------------------------------------
     def costs(self) -> dict[str, dict[str, Any]]:
@@ -127,12 +136,8 @@ class Run:
     def sft(self, force: bool = False) -> None:
         from disrouter.training.sft import train_sft
 
-        adapter = self.sft_dir / "adapter"
-        if (adapter / "adapter_config.json").exists() and not force:
-            log.info("sft_exists", adapter=str(adapter))
+        if not self._needs_training(self.sft_dir, force):
             return
-        if force:
-            shutil.rmtree(self.sft_dir / "checkpoints", ignore_errors=True)
         self.labels()
         _, cost = train_sft(self.cfg, self.sft_dir / sft_labels.DATASET_FILE, self.sft_dir)
         self.record_cost(cost)
@@ -143,12 +148,8 @@ class Run:
         if self.cfg.rl.prompts <= 0:
             log.info("rl_skipped", reason="rl.prompts is 0")
             return
-        adapter = self.rl_dir / "adapter"
-        if (adapter / "adapter_config.json").exists() and not force:
-            log.info("rl_exists", adapter=str(adapter))
+        if not self._needs_training(self.rl_dir, force):
             return
-        if force:
-            shutil.rmtree(self.rl_dir / "checkpoints", ignore_errors=True)
         self.sft()
         _, cost = train_rl(self.cfg, self.competence(), self.sft_dir / "adapter", self.rl_dir)
         self.record_cost(cost)
@@ -214,3 +215,8 @@ class Run:
         for stage in stages:
             log.info("stage", stage=stage, agent=self.cfg.agent, out=str(self.out))
             getattr(self, stage)(force=force)
+
+
+def _trained(stage_dir: Path) -> bool:
+    """Whether a stage left its adapter (`<stage>/adapter`)."""
+    return (stage_dir / "adapter" / "adapter_config.json").exists()

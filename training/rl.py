@@ -147,12 +147,7 @@ def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out
         processing_class=backend.load_tokenizer(cfg),
         callbacks=[CountTokens()],
     )
-    resume = backend.last_checkpoint(checkpoints)
-    if resume:
-        log.info("rl_resume", checkpoint=resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    adapter = out / "adapter"
-    trainer.save_model(str(adapter))
+    result, adapter = backend.train_resumable(trainer, checkpoints, out, "rl")
     cost = StageCost(
         stage="rl",
         wall_s=round(time.perf_counter() - started, 1),

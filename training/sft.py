@@ -78,12 +78,7 @@ def train_sft(cfg: TrainConfig, dataset_path: Path, out: Path) -> tuple[Path, St
         processing_class=tokenizer,
         peft_config=backend.lora_config(cfg),
     )
-    resume = backend.last_checkpoint(checkpoints)
-    if resume:
-        log.info("sft_resume", checkpoint=resume)
-    result = trainer.train(resume_from_checkpoint=resume)
-    adapter = out / "adapter"
-    trainer.save_model(str(adapter))
+    result, adapter = backend.train_resumable(trainer, checkpoints, out, "sft")
     tokens = _token_count(tokenizer, examples)
     cost = StageCost(
         stage="sft",
