@@ -95,6 +95,12 @@ def _r(value: float | None, digits: int = 6) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
+def decision_f1(answered: np.ndarray, right: np.ndarray) -> float | None:
+    """F1 of "answer" against "would be right" (boolean arrays); None when neither ever holds."""
+    denominator = int(answered.sum() + right.sum())
+    return 2 * int((answered & right).sum()) / denominator if denominator else None
+
+
 def self_awareness_f1(decisions: np.ndarray, correct: np.ndarray, agents: tuple[str, ...]) -> dict[str, AgentF1]:
     out = {}
     for j, agent in enumerate(agents):
@@ -106,8 +112,7 @@ def self_awareness_f1(decisions: np.ndarray, correct: np.ndarray, agents: tuple[
         tp = int((answered & right).sum())
         precision = tp / answered.sum() if answered.any() else None
         recall = tp / right.sum() if right.any() else None
-        f1 = 2 * tp / (answered.sum() + right.sum()) if (answered.sum() + right.sum()) else None
-        out[agent] = AgentF1(int(known.sum()), _r(answered.mean()), _r(precision), _r(recall), _r(f1))
+        out[agent] = AgentF1(int(known.sum()), _r(answered.mean()), _r(precision), _r(recall), _r(decision_f1(answered, right)))
     return out
 
 

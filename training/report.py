@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from disrouter.actors.decision import is_reject, reject_threshold, scenario_instruction
 from disrouter.actors.engine import EngineRequest
+from disrouter.evaluation.metrics import decision_f1
 from disrouter.training.config import TrainConfig
 from disrouter.training.grading import is_correct
 from disrouter.training.mix import max_tokens_for
@@ -98,9 +99,8 @@ async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas
 
 
 def f1(decision: np.ndarray, truth: np.ndarray) -> float | None:
-    tp = float(np.sum(decision & truth))
-    denominator = float(decision.sum() + truth.sum())
-    return round(2 * tp / denominator, 4) if denominator else None
+    value = decision_f1(decision, truth)
+    return None if value is None else round(value, 4)
 
 
 def scenario_row(answered: np.ndarray, correct: np.ndarray, forced_correct: np.ndarray, p: np.ndarray,
