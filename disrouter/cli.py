@@ -16,7 +16,7 @@ import sys
 COMMAND_MODULES = [
     "disrouter.stack.commands",  # up, down, status, models
     "disrouter.client.commands",  # ask
-    "disrouter.topology.commands",  # validate, topics
+    "disrouter.topology.commands",  # validate, topics, render
     "disrouter.evaluation.commands",  # eval
     "disrouter.training.commands",  # train
 ]

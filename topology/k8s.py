@@ -209,8 +209,9 @@ def kafka_users(topology: Topology) -> list[dict[str, Any]]:
     return docs
 
 
-def render(path: str | Path, app_name: str | None = None) -> Rendered:
-    """Render a topology file for Kubernetes; every problem raises a TopologyError naming it."""
+def render(path: str | Path, app_name: str | None = None, check_engines: bool = False) -> Rendered:
+    """Render a topology file for Kubernetes; every problem raises a TopologyError naming it.
+    `check_engines`: also check vLLM engine options against vLLM (serve_schema.py)."""
     path = Path(path)
     config = read_yaml(path)
     try:
@@ -224,7 +225,7 @@ def render(path: str | Path, app_name: str | None = None) -> Rendered:
         raise TopologyError([(f, f"{v!r} is relative to this machine; on a cluster use an absolute path (image or mounted volume), a pkg: path or a Hugging Face id") for f, v in bad], str(path))
     from disrouter.topology.serve_schema import check_serve_config
 
-    problems = check_serve_config(config)
+    problems = check_serve_config(config, check_engines)
     if problems:
         raise TopologyError([(p.split(": ", 1)[0], p.split(": ", 1)[-1]) for p in problems], str(path))
     plan = topic_plan(topology, replica_counts(app, topology))

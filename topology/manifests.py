@@ -98,14 +98,15 @@ def _path(parts: Any) -> str:
 
 
 def _identify(doc: dict[str, Any]) -> str:
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    meta = doc.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
     return f"{doc.get('kind', '<no kind>')}/{meta.get('name', '<no name>')}"
 
 
 def _custom(doc: dict[str, Any]) -> list[str]:
     import jsonschema
 
-    api, kind = doc.get("apiVersion"), doc.get("kind")
+    api, kind = str(doc.get("apiVersion")), str(doc.get("kind"))
     schema = crd_schemas().get((api, kind))
     if schema is None:
         served = sorted(f"{a} {k}" for a, k in crd_schemas() if k == kind)

@@ -85,8 +85,31 @@ def _type_errors(model: type[pydantic.BaseModel], value: Any, where: str) -> lis
     return []
 
 
-def check_serve_config(config: Any) -> list[str]:
-    """Every problem of a Serve config, each naming its key path; [] when it is sound."""
+def _engine_problems(topology: Any, where: str) -> list[str]:
+    """vLLM engine options against vLLM's own AsyncEngineArgs (the CPU and CUDA builds of one
+    release share them): a misspelt `tensor_parallel_sise` fails here, not on a GPU node."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return []
+    import vllm.engine.arg_utils  # noqa: F401  (imported, the engine checks its options against it)
+
+    from disrouter.actors.engine import build_engine
+    from disrouter.actors.errors import EngineError
+
+    problems = []
+    for j, agent in enumerate(topology.agents):
+        if agent.engine.get("type") == "vllm":
+            try:
+                build_engine(agent.engine, agent=agent.name)
+            except EngineError as exc:
+                problems.append(f"{where}.agents[{j}] ({agent.name}).engine: {exc}")
+    return problems
+
+
+def check_serve_config(config: Any, check_engines: bool = False) -> list[str]:
+    """Every problem of a Serve config, each naming its key path; [] when it is sound.
+    `check_engines` also checks vLLM engine options (imports vLLM where installed: ~10 s)."""
     from ray.serve.schema import RayActorOptionsSchema, ServeDeploySchema
 
     if not isinstance(config, dict):
@@ -107,4 +130,6 @@ def check_serve_config(config: Any) -> list[str]:
             at = f"{where}.agents[{j}] ({agent.name}).ray_actor_options"
             _unknown_keys(agent.ray_actor_options, RayActorOptionsSchema, at, problems)
             problems += _type_errors(RayActorOptionsSchema, agent.ray_actor_options, at)
+        if check_engines:
+            problems += _engine_problems(topology, where)
     return problems

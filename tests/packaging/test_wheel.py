@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Every top-level package folder of the tree (found here, not copied from setup.py, so a folder
 # setup.py forgets is caught).
 FOLDERS = tuple(sorted(d.name for d in ROOT.iterdir() if (d / "__init__.py").is_file() and d.name not in ("disrouter", "tests")))
-DATA = {"examples": ["*.yaml", "*.jsonl", "adapters/*/*"], "training": ["recipes/*.yaml"]}
+DATA = {"examples": ["*.yaml", "*.jsonl", "adapters/*/*"], "training": ["recipes/*.yaml"], "topology": ["crds/*.json", "crds/NOTICE"]}
 
 # Runs inside the fresh venv: imports every module of the installed package, lists the
 # subcommands, and reports where everything came from.
