@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from disrouter.topology.compile import actor_options
 from disrouter.topology.k8s import replica_counts, topic_plan
 from disrouter.topology.load import BUILDER, parse_topology
 from disrouter.topology.schema import Topology
@@ -161,9 +162,9 @@ def _fits(topology: Topology, docs: list[dict[str, Any]], rs: dict[str, Any]) ->
                 if path.startswith("/") and not any(path.startswith(m) for m in mounts):
                     problems.append(f"workerGroupSpecs[{i}] ({group.get('groupName')}): the topology's {field} {path} is not under any volumeMount of container {c.get('name')}")
     for agent in topology.agents:
-        opts = agent.ray_actor_options
+        opts = actor_options(agent)  # what Serve asks Ray for, defaults included
         need_gpu = float(opts.get("num_gpus") or 0)
-        need_cpu = float(opts.get("num_cpus", 0.25))
+        need_cpu = float(opts.get("num_cpus") or 0)
         need = {k: float(v) for k, v in (opts.get("resources") or {}).items()}
         fits = [
             g for g in groups

@@ -123,7 +123,7 @@ def _builtin(doc: dict[str, Any], kube_version: str) -> list[str]:
     try:
         kubernetes_validate.validate(copy.deepcopy(doc), kube_version, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
-        return [f"apiVersion: {doc.get('apiVersion')} {doc.get('kind')} does not exist in Kubernetes {kube_version}"]
+        return [f"apiVersion: {doc.get('apiVersion')} {doc.get('kind')} does not exist in Kubernetes {kube_version} (nor is it a custom resource this project ships a schema for)"]
     except kubernetes_validate.ValidationError as exc:
         return [f"{_path(exc.path)}: {exc.message}"]
     return []

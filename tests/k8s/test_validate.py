@@ -128,7 +128,7 @@ def test_a_wrong_type_is_named(built):
     [
         ("Kafka", "kafka.strimzi.io/v1beta2", "apiVersion: kafka.strimzi.io/v1beta2 Kafka is not a kind the targeted CRDs serve; the CRDs this project targets serve kafka.strimzi.io/v1 Kafka"),
         ("RayService", "ray.io/v1alpha1", "apiVersion: ray.io/v1alpha1 RayService is not a kind the targeted CRDs serve"),
-        ("Namespace", "v2", "apiVersion: v2 Namespace does not exist in Kubernetes 1.33"),
+        ("Namespace", "v2", "apiVersion: v2 Namespace does not exist in Kubernetes 1.33 (nor is it a custom resource this project ships a schema for)"),
     ],
 )
 def test_a_wrong_api_version_is_named(built, kind, api, expected):
