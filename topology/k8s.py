@@ -72,8 +72,8 @@ def _yaml(data: Any) -> str:
     return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)
 
 
-def _dump(docs: list[dict[str, Any]]) -> str:
-    return "---\n".join(_yaml(d) for d in docs) if docs else "[]\n"
+def _dump(docs: list[dict[str, Any]], none: str) -> str:
+    return "---\n".join(_yaml(d) for d in docs) if docs else f"# {none}\n"
 
 
 def _relative_paths(topology: Topology) -> list[tuple[str, str]]:
@@ -231,8 +231,8 @@ def render(path: str | Path, app_name: str | None = None, check_engines: bool = 
     plan = topic_plan(topology, replica_counts(app, topology))
     files = {
         SERVE_CONFIG_FILE: _yaml(config),
-        TOPICS_FILE: _dump(kafka_topics(plan)),
-        USERS_FILE: _dump(kafka_users(topology)),
+        TOPICS_FILE: _dump(kafka_topics(plan), "no topics"),
+        USERS_FILE: _dump(kafka_users(topology), "no KafkaUsers: the topology names no Kafka principal (kafka.credentials)"),
     }
     return Rendered(source=path, files=files, serve_config=config, topics=plan)
 

@@ -22,7 +22,7 @@ import yaml
 
 from disrouter.topology.compile import actor_options
 from disrouter.topology.k8s import replica_counts, topic_plan
-from disrouter.topology.load import BUILDER, parse_topology
+from disrouter.topology.load import BUILDER, PATH_OPTIONS, parse_topology
 from disrouter.topology.schema import Topology
 
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|API_KEY|CREDENTIAL|PRIVATE_KEY", re.I)
@@ -174,7 +174,29 @@ def _fits(topology: Topology, docs: list[dict[str, Any]], rs: dict[str, Any]) ->
         ]
         if not fits:
             problems.append(f"agent {agent.name!r} (num_gpus {need_gpu:g}, num_cpus {need_cpu:g}, resources {need}) fits no worker group")
+            continue
+        # A model or adapter on a mounted volume must be mounted where the agent can run.
+        for field, path in _engine_files(agent.engine).items():
+            if not any(_mounted(g, path) for g in fits):
+                names = ", ".join(str(g.get("groupName")) for g in fits)
+                problems.append(f"agent {agent.name!r}: engine.{field} {path} is on no volume mounted in the worker groups it fits ({names})")
     return problems
+
+
+def _engine_files(engine: dict[str, Any]) -> dict[str, str]:
+    """Absolute paths an engine reads (Hugging Face ids and pkg: paths are not files here)."""
+    files = {k: engine.get(k) for k in PATH_OPTIONS}
+    lora = engine.get("lora")
+    if isinstance(lora, dict):
+        files["lora.path"] = lora.get("path")
+    return {k: v for k, v in files.items() if isinstance(v, str) and v.startswith("/")}
+
+
+def _mounted(group: dict[str, Any], path: str) -> bool:
+    containers = ((group.get("template") or {}).get("spec") or {}).get("containers") or []
+    return bool(containers) and all(
+        any(path.startswith(m.get("mountPath", "").rstrip("/") + "/") for m in c.get("volumeMounts") or []) for c in containers
+    )
 
 
 def _kafka(topology: Topology, app: dict[str, Any], docs: list[dict[str, Any]]) -> list[str]:

@@ -248,6 +248,22 @@ def test_rules_check_the_topology_against_its_cluster(built):
     assert "rayVersion: '2.9.0', but this package runs on Ray" in problems
 
 
+def test_a_model_on_a_volume_must_be_mounted_where_its_agent_runs(built):
+    docs = copy.deepcopy(built["h100"])
+    (service,) = of_kind(docs, "RayService")
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    config["applications"][0]["args"]["agents"][-1]["engine"]["model"] = "/models/qwen2.5-14b-instruct"
+    service["spec"]["serveConfigV2"] = yaml.safe_dump(config)
+    assert check_rules(docs) == [
+        "RayService/disrouter: serveConfigV2 (disrouter): agent 'qwen-14b': engine.model /models/qwen2.5-14b-instruct is on no volume mounted in the worker groups it fits (h100x2)"
+    ]
+    # The README's patch: a read-only PVC at /models in the two-GPU group.
+    (group,) = [g for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "h100x2"]
+    group["template"]["spec"]["volumes"].append({"name": "models", "persistentVolumeClaim": {"claimName": "disrouter-models", "readOnly": True}})
+    group["template"]["spec"]["containers"][0]["volumeMounts"].append({"name": "models", "mountPath": "/models", "readOnly": True})
+    assert check_rules(docs) == [] and validate_documents(docs) == []
+
+
 def test_rules_catch_a_topic_too_small_for_its_replicas(built):
     docs = copy.deepcopy(built["dev"])
     for topic in of_kind(docs, "KafkaTopic"):
