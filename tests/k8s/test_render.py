@@ -88,6 +88,29 @@ def test_partitions_follow_the_replicas_asked_for(tmp_path):
     assert plan["disrouter.answers"].readers == ()
 
 
+def test_adding_an_agent_only_adds_its_topic(tmp_path):
+    overlay = _copy_overlay(tmp_path, "h100")
+    topology = overlay / "topology.yaml"
+    before = k8s.render(topology)
+
+    def add(app):
+        agents = app["args"]["agents"]
+        agents[-1]["next"] = ["qwen-72b"]
+        agents.append({"name": "qwen-72b", "cost": 1.0, "engine": {"type": "vllm", "model": "Qwen/Qwen2.5-72B-Instruct", "tensor_parallel_size": 4},
+                       "ray_actor_options": {"num_cpus": 16, "num_gpus": 4}})
+
+    _edit_topology(topology, add)
+    after = k8s.render(topology)
+    old = {t["spec"]["topicName"]: t for t in yaml.safe_load_all(before.files[k8s.TOPICS_FILE])}
+    new = {t["spec"]["topicName"]: t for t in yaml.safe_load_all(after.files[k8s.TOPICS_FILE])}
+    assert set(new) - set(old) == {"disrouter.agent.qwen-72b"}
+    assert {name: new[name] for name in old} == old  # no other topic changes
+    old_agents = read_yaml(K8S / "overlays" / "h100" / "topology.yaml")["applications"][0]["args"]["agents"]
+    new_agents = yaml.safe_load(after.files[k8s.SERVE_CONFIG_FILE])["applications"][0]["args"]["agents"]
+    changed = [a["name"] for a, b in zip(old_agents, new_agents) if a != b]
+    assert changed == ["qwen-14b"]  # only the link: the former terminal's `next`
+
+
 def test_a_replica_count_kafka_cannot_size_is_refused(tmp_path):
     overlay = _copy_overlay(tmp_path)
     _edit_topology(overlay / "topology.yaml", lambda app: app.__setitem__("deployments", [{"name": "qwen", "num_replicas": "auto"}]))

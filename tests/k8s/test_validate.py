@@ -149,18 +149,37 @@ def test_an_empty_serve_config_is_named(built):
     assert _problems(_one(built["base"], "RayService")) == ["RayService/disrouter: spec.serveConfigV2: empty: render the topology into the overlay (`disrouter render k8s`)"]
 
 
-def test_a_broken_overlay_fails_the_cli_check_naming_the_field(tmp_path, kubectl):
+BROKEN = {
+    "misspelt field": (
+        "overlays/dev/kustomization.yaml", "path: /spec/rayClusterConfig/workerGroupSpecs/0/maxReplicas", "path: /spec/rayClusterConfig/workerGroupSpecs/0/maxReplica",
+        "error: RayService/disrouter: spec.rayClusterConfig.workerGroupSpecs[0]: Additional properties are not allowed ('maxReplica' was unexpected)",
+    ),
+    "wrong type": (
+        "base/kafka.yaml", "  replicas: 1          # overlays set the broker count", "  replicas: one",
+        "error: KafkaNodePool/dual-role: spec.replicas: 'one' is not of type 'integer'",
+    ),
+    "wrong apiVersion": (
+        "base/kafka.yaml", "apiVersion: kafka.strimzi.io/v1\nkind: Kafka\n", "apiVersion: kafka.strimzi.io/v1beta2\nkind: Kafka\n",
+        "error: Kafka/disrouter: apiVersion: kafka.strimzi.io/v1beta2 Kafka is not a kind the targeted CRDs serve; the CRDs this project targets serve kafka.strimzi.io/v1 Kafka",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_overlay_fails_the_cli_check_naming_the_fault(tmp_path, kubectl, case):
     shutil.copytree(K8S / "base", tmp_path / "k8s" / "base")
     overlay = tmp_path / "k8s" / "overlays" / "dev"
     shutil.copytree(K8S / "overlays" / "dev", overlay)
-    kustomization = overlay / "kustomization.yaml"
-    kustomization.write_text(kustomization.read_text().replace("path: /spec/rayClusterConfig/workerGroupSpecs/0/maxReplicas", "path: /spec/rayClusterConfig/workerGroupSpecs/0/maxReplica"))
+    file, old, new, expected = BROKEN[case]
+    target = tmp_path / "k8s" / file
+    assert old in target.read_text()
+    target.write_text(target.read_text().replace(old, new))
     done = subprocess.run(
         [sys.executable, "-m", "disrouter.cli", "render", "k8s", str(overlay / "topology.yaml"), "--overlay", str(overlay), "--check", "--kubectl", kubectl[0]],
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 1
-    assert "error: RayService/disrouter: spec.rayClusterConfig.workerGroupSpecs[0]: Additional properties are not allowed ('maxReplica' was unexpected)" in done.stderr
+    assert expected in done.stderr.splitlines()
 
 
 # --- the structural schema, read the way the API server reads it ------------------------------
