@@ -2,11 +2,11 @@
 Strimzi KafkaTopic per topic, and one KafkaUser per Kafka principal with its ACLs.
 
 The topology file a user deploys with `serve deploy` stays the single source: the Serve config
-is that file's content (checked, not rewritten), and topics, partitions, replicas and ACLs are
-derived from it by the same compile step that gives each replica its topics
-(`compile.agent_configs`). `disrouter render k8s TOPOLOGY --overlay DIR` writes the three files
-into the overlay, whose kustomization puts the Serve config into the RayService (k8s/README in
-the project README, "Kubernetes").
+is that file's data, unchanged (only its comments and YAML anchors are not kept), and topics,
+partitions, replicas and ACLs are derived from it by the same compile step that gives each
+replica its topics (`compile.agent_configs`). `disrouter render k8s TOPOLOGY --overlay DIR`
+writes the three files into the overlay, whose kustomization copies the Serve config into the
+RayService (project README, "Kubernetes").
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from disrouter.topology.compile import agent_configs
 from disrouter.topology.errors import TopologyError
 from disrouter.topology.load import PATH_OPTIONS, find_application, parse_topology, read_yaml
 from disrouter.topology.schema import Topology
+from disrouter.topology.serve_schema import check_serve_config
 
 SERVE_CONFIG_FILE = "serve-config.yaml"
 TOPICS_FILE = "kafka-topics.yaml"
@@ -223,8 +224,6 @@ def render(path: str | Path, app_name: str | None = None, check_engines: bool = 
     bad = _relative_paths(topology)
     if bad:
         raise TopologyError([(f, f"{v!r} is relative to this machine; on a cluster use an absolute path (image or mounted volume), a pkg: path or a Hugging Face id") for f, v in bad], str(path))
-    from disrouter.topology.serve_schema import check_serve_config
-
     problems = check_serve_config(config, check_engines)
     if problems:
         raise TopologyError([(p.split(": ", 1)[0], p.split(": ", 1)[-1]) for p in problems], str(path))

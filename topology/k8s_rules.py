@@ -223,6 +223,12 @@ def _kafka(topology: Topology, app: dict[str, Any], docs: list[dict[str, Any]]) 
     users = {d["metadata"]["name"] for d in docs if d["kind"] == "KafkaUser"}
     named = {c.sasl_username for c in [topology.kafka.credentials, *(a.kafka_credentials for a in topology.agents)] if c and c.sasl_username}
     problems += [f"kafka credentials: principal {u!r} is not a KafkaUser here" for u in sorted(named - users)]
+    brokers = sum(
+        int((d.get("spec") or {}).get("replicas") or 0) for d in docs
+        if d["kind"] == "KafkaNodePool" and "broker" in ((d.get("spec") or {}).get("roles") or [])
+    )
+    if topology.kafka.replication_factor > brokers:
+        problems.append(f"kafka.replication_factor: {topology.kafka.replication_factor}, but the KafkaNodePools have {brokers} broker(s): its topics could never be created")
     topics = {(d.get("spec") or {}).get("topicName") or d["metadata"]["name"]: d for d in docs if d["kind"] == "KafkaTopic"}
     for plan in topic_plan(topology, replica_counts(app, topology)):
         topic = topics.get(plan.name)

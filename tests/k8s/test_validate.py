@@ -291,6 +291,13 @@ def test_rules_catch_a_topic_too_small_for_its_replicas(built):
     assert check_rules(docs) == ["RayService/disrouter: serveConfigV2 (disrouter): KafkaTopic for 'disrouter.agent.qwen': 1 partitions, fewer than the 2 its consumers' replicas need"]
 
 
+def test_rules_catch_more_replicas_than_brokers(built):
+    docs = copy.deepcopy(built["h100"])
+    (pool,) = of_kind(docs, "KafkaNodePool")
+    pool["spec"]["replicas"] = 1
+    assert check_rules(docs) == ["RayService/disrouter: serveConfigV2 (disrouter): kafka.replication_factor: 3, but the KafkaNodePools have 1 broker(s): its topics could never be created"]
+
+
 def test_kustomize_errors_are_reported(tmp_path, kubectl):
     from disrouter.topology.manifests import KustomizeError
 
