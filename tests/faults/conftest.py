@@ -1,0 +1,96 @@
+"""The fault suite: a 3-agent replay chain on a real broker and real Ray Serve, under load, with
+one fault at a time. Each test prints its figures (run with -s); none asserts a duration.
+
+The broker, Ray cluster and per-test namespaces are the integration suite's fixtures (one Ray
+cluster per session, shared with tests/integration).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from ray import serve
+
+from disrouter.actors.config import KafkaSpec
+from disrouter.actors.contracts import Query
+from disrouter.actors.kafka import ensure_topics, make_producer
+from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
+    broker,
+    client_factory,
+    deploy_topology,
+    kafka_bootstrap,
+    namespace,
+    ray_serve,
+    replay_agent,
+)
+
+CHAIN = (("small", 0.1), ("medium", 0.4), ("large", 0.9))
+
+
+def chain_trace(path: Path, ids: list[str], **fields: Any) -> Path:
+    """Query i is answered at hop i % 3 + 1 (small, medium or large); `fields` go on every line."""
+    lines = []
+    for i, qid in enumerate(ids):
+        for rank, (agent, _) in enumerate(CHAIN):
+            record = {"query_id": qid, "agent": agent, "correct": True, "answer": f"{agent}:{qid}",
+                      "decision": "answer" if rank >= i % 3 else "reject", "tokens_in": 10, "tokens_out": 5,
+                      "prompt": f"prompt of {qid}", **fields}
+            lines.append(msgspec.json.encode(record).decode())
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def chain_args(ns: str, bootstrap: str, trace: Path, *, engine: dict | None = None, partitions: int = 4,
+               per_agent: dict[str, dict] | None = None, **extra: Any) -> dict[str, Any]:
+    agents = []
+    for i, (name, cost) in enumerate(CHAIN):
+        agent = replay_agent(name, cost, trace, [CHAIN[i + 1][0]] if i + 1 < len(CHAIN) else None,
+                             **(per_agent or {}).get(name, {}))
+        agent["engine"].update(engine or {})
+        agents.append(agent)
+    return {"namespace": ns, "agents": agents,
+            "kafka": {"bootstrap_servers": bootstrap, "partitions": partitions, "session_timeout_ms": 6000,
+                      "heartbeat_interval_ms": 500, "commit_interval_ms": 100},
+            **extra}
+
+
+async def blast(bootstrap: str, topic: str, records: list[tuple[str | None, bytes | None]]) -> float:
+    """Produce (key, value) records as fast as the client batches them; returns the seconds taken."""
+    spec = KafkaSpec(bootstrap_servers=bootstrap)
+    await ensure_topics(spec, [topic])
+    producer = make_producer(spec)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        sent = [await producer.send(topic, value, key=key.encode() if key else None) for key, value in records]
+        await asyncio.gather(*sent)
+        return time.perf_counter() - started
+    finally:
+        await producer.stop()
+
+
+def queries(ids: list[str]) -> list[tuple[str | None, bytes | None]]:
+    encoder = msgspec.json.Encoder()
+    return [(qid, encoder.encode(Query(id=qid, prompt=f"prompt of {qid}"))) for qid in ids]
+
+
+async def replicas(app: str, agent: str, want: int = 1, timeout_s: float = 120.0) -> dict[int, dict]:
+    """The agent's replicas as {pid: stats}, once `want` of them answer (a handle call reaches
+    one replica at a time, so ask until each has been seen)."""
+    handle = serve.get_deployment_handle(agent, app_name=app)
+    seen: dict[int, dict] = {}
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while len(seen) < want:
+        assert asyncio.get_running_loop().time() < deadline, f"{agent}: {len(seen)} of {want} replicas answered"
+        stats = await handle.stats.remote()
+        seen[int(stats["replica"].rsplit(":", 1)[1])] = stats
+    return seen
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
