@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from aiokafka import TopicPartition
 from ray import serve
 
 from disrouter.actors.config import KafkaSpec
-from disrouter.actors.contracts import Query
-from disrouter.actors.kafka import ensure_topics, make_producer
+from disrouter.actors.contracts import Answer, Query
+from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
 from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
+    AnswerTap,
     broker,
     client_factory,
     deploy_topology,
@@ -94,3 +96,32 @@ async def replicas(app: str, agent: str, want: int = 1, timeout_s: float = 120.0
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+class AnswerLog(AnswerTap):
+    """An AnswerTap that keeps every answer whole (trail included), copies too."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.answers: list[Answer] = []
+
+    async def _read(self) -> None:
+        while True:
+            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    answer = msgspec.json.decode(record.value, type=Answer)
+                    self.answers.append(answer)
+                    self.ids.append(answer.id)
+
+
+async def topic_size(bootstrap: str, topic: str) -> int:
+    """Records on a topic, by its partitions' end offsets (Tansu reports the start of a
+    partition's last record batch there, so this may count low, never high)."""
+    probe = make_consumer(KafkaSpec(bootstrap_servers=bootstrap), group_id=None)
+    await probe.start()
+    try:
+        await probe.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(probe.partitions_for_topic(topic) or ())]
+        return sum((await probe.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await probe.stop()
