@@ -125,3 +125,28 @@ async def topic_size(bootstrap: str, topic: str) -> int:
         return sum((await probe.end_offsets(tps)).values()) if tps else 0
     finally:
         await probe.stop()
+
+
+async def scan(bootstrap: str, topic: str, ids: set[str], idle_s: float = 3.0) -> dict[str, int]:
+    """How many times each of `ids` is on the topic, read afresh from the beginning (to tell a
+    reader that missed a message from a broker that lost it)."""
+    consumer = make_consumer(KafkaSpec(bootstrap_servers=bootstrap), group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    found = dict.fromkeys(ids, 0)
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        quiet = 0.0
+        while quiet < idle_s:
+            batches = await consumer.getmany(timeout_ms=200)
+            quiet = 0.0 if batches else quiet + 0.2
+            for records in batches.values():
+                for record in records:
+                    qid = msgspec.json.decode(record.value, type=Answer).id
+                    if qid in found:
+                        found[qid] += 1
+        return found
+    finally:
+        await consumer.stop()
