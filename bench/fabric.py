@@ -268,7 +268,9 @@ def start_profilers(targets: dict[str, int], out: Path) -> list[subprocess.Popen
     """py-spy on every agent replica and on this driver (the client) for the throughput run:
     sampled without pausing them (--nonblocking), written as raw collapsed stacks."""
     out.mkdir(parents=True, exist_ok=True)
-    py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
+    py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
     return [subprocess.Popen([py_spy, "record", "--nonblocking", "--rate", "200", "--format", "raw", "-p", str(pid),  # noqa: S603
                               "-o", str(out / f"{name}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, pid in targets.items() if name != "broker"]
