@@ -156,10 +156,11 @@ class Agent:
         reason = f"agent {removed!r} was removed from the topology; re-routed by {cfg.name!r}"
         trail = [*query.trail, Hop(agent=removed, decision="reject", error=reason)]
         visited = {hop.agent for hop in trail}
-        candidates = [peer for peer in cfg.agents if peer.name not in visited]
-        log.warning("rerouted", query_id=query.id, removed=removed, to=min(candidates, key=lambda p: p.cost).name if candidates else None)
-        if candidates and len(trail) < self.hop_budget(query):
-            return Forward(min(candidates, key=lambda p: p.cost), msgspec.structs.replace(query, trail=trail))
+        peer = min((p for p in cfg.agents if p.name not in visited), key=lambda p: p.cost, default=None)
+        if peer is not None and len(trail) < self.hop_budget(query):
+            log.warning("rerouted", query_id=query.id, removed=removed, to=peer.name)
+            return Forward(peer, msgspec.structs.replace(query, trail=trail))
+        log.warning("rerouted", query_id=query.id, removed=removed, to=None)
         alpha, scenario = resolve_alpha(query.alpha, query.scenario, cfg.default_alpha)
         return self._final(query, trail, alpha, scenario, None, f"{reason}, with no agent left to take it")
 
