@@ -88,7 +88,11 @@ async def replicas(app: str, agent: str, want: int = 1, timeout_s: float = 120.0
     deadline = asyncio.get_running_loop().time() + timeout_s
     while len(seen) < want:
         assert asyncio.get_running_loop().time() < deadline, f"{agent}: {len(seen)} of {want} replicas answered"
-        stats = await handle.stats.remote()
+        try:
+            stats = await handle.stats.remote()
+        except Exception:  # noqa: BLE001 - a replica just killed or replaced: ask again
+            await asyncio.sleep(0.5)
+            continue
         seen[int(stats["replica"].rsplit(":", 1)[1])] = stats
     return seen
 
