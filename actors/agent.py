@@ -147,6 +147,23 @@ class Agent:
             return Forward(peer, msgspec.structs.replace(query, trail=trail))
         return self._final(query, trail, alpha, scenario, None, exhausted_reason)
 
+    def reroute(self, query: Query, removed: str) -> Outcome:
+        """A hand-off found on the topic of an agent that a redeploy removed (the entry agent
+        reads those topics): recorded as that agent's reject, it goes to the cheapest agent of
+        the topology the query has not visited, within its hop bound; with none left it is
+        answered `unanswered`, saying why. Never dropped."""
+        cfg = self.config
+        reason = f"agent {removed!r} was removed from the topology; re-routed by {cfg.name!r}"
+        trail = [*query.trail, Hop(agent=removed, decision="reject", error=reason)]
+        visited = {hop.agent for hop in trail}
+        peer = min((p for p in cfg.agents if p.name not in visited), key=lambda p: p.cost, default=None)
+        if peer is not None and len(trail) < self.hop_budget(query):
+            log.warning("rerouted", query_id=query.id, removed=removed, to=peer.name)
+            return Forward(peer, msgspec.structs.replace(query, trail=trail))
+        log.warning("rerouted", query_id=query.id, removed=removed, to=None)
+        alpha, scenario = resolve_alpha(query.alpha, query.scenario, cfg.default_alpha)
+        return self._final(query, trail, alpha, scenario, None, f"{reason}, with no agent left to take it")
+
     async def _generate(self, request: EngineRequest, bound) -> tuple[EngineResult | None, str | None]:
         error = None
         for attempt in range(self.config.engine_retries + 1):

@@ -183,6 +183,9 @@ class AgentConfig(msgspec.Struct, omit_defaults=True):
     trust: TrustSpec = msgspec.field(default_factory=TrustSpec)
     timeouts: Timeouts = msgspec.field(default_factory=Timeouts)
     all_topics: list[str] = []  # every topic of the namespace, for create-on-start
+    # Every agent of the topology, on the entry agent only: where it re-routes hand-offs left on
+    # the topic of an agent a redeploy removed (`Agent.reroute`).
+    agents: list[Peer] = []
 
     @property
     def ingress_topic(self) -> str:

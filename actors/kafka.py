@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -112,3 +112,30 @@ async def ensure_topics(spec: KafkaSpec, names: Iterable[str], partitions: int |
         return missing
     finally:
         await admin.close()
+
+
+async def list_topics(spec: KafkaSpec) -> set[str]:
+    admin = AIOKafkaAdminClient(**connection_options(spec))
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def committed_offsets(spec: KafkaSpec, group: str, topic: str) -> dict[TopicPartition, int]:
+    """Where `group` has committed each partition of `topic` (partitions it never committed are
+    left out). Reads the offsets only: it does not join the group."""
+    probe = make_consumer(spec, group_id=group)
+    await probe.start()
+    try:
+        await probe.topics()  # loads the metadata that names the topic's partitions
+        out = {}
+        for partition in sorted(probe.partitions_for_topic(topic) or ()):
+            tp = TopicPartition(topic, partition)
+            offset = await probe.committed(tp)
+            if offset is not None:
+                out[tp] = offset
+        return out
+    finally:
+        await probe.stop()

@@ -121,6 +121,7 @@ class RebalanceFence(ConsumerRebalanceListener):
                     if w.task is not None and not w.task.done():
                         w.task.cancel()
                         cancelled += 1
+        await worker.orphans_assigned(assigned)
         worker.stats["resumed_after_rebalance"] += resumed
         worker.stats["cancelled_on_revoke"] += cancelled
         log.info("assigned", agent=worker.config.name, partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned),

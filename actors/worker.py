@@ -30,6 +30,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from disrouter.actors import topics
 from disrouter.actors.agent import Agent, Final, Forward, Outcome
 from disrouter.actors.boundary import Boundary
 from disrouter.actors.config import MAX_HOP_ERROR_CHARS, AgentConfig
@@ -38,7 +39,7 @@ from disrouter.actors.decision import resolve_alpha
 from disrouter.actors.engine import Engine
 from disrouter.actors.envelope import Envelope
 from disrouter.actors.errors import MalformedMessage, PublishFailed
-from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.kafka import committed_offsets, ensure_topics, list_topics, make_consumer, make_producer
 from disrouter.actors.publisher import Publisher
 from disrouter.actors.rebalance import RebalanceFence, Work
 from disrouter.actors.trust import TrustKeys
@@ -69,6 +70,10 @@ class AgentWorker:
         # Offsets whose handling ended without recording their fate (the broker was away):
         # they hold their partition's commits until a restart redelivers them.
         self._stuck: dict[tuple[TopicPartition, int], float] = {}
+        # Topics of agents a redeploy removed (→ the agent's name), read by the entry agent, and
+        # where each removed agent's group left their partitions.
+        self._orphans: dict[str, str] = {}
+        self._orphan_offsets: dict[TopicPartition, int] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._paused = False
@@ -89,18 +94,47 @@ class AgentWorker:
         self.agent.check_engine()
         if cfg.kafka.create_topics:
             await ensure_topics(cfg.kafka, cfg.all_topics or [*cfg.input_topics, cfg.answers_topic, cfg.dlq_topic])
+        if cfg.agents:  # the entry agent re-routes what removed agents left behind
+            self._orphans = await self._find_orphans()
         # A produce request lasts one publish attempt (and holds stop() no longer).
         self._producer = make_producer(cfg.kafka, max_request_size=cfg.limits.publish_bytes,
                                        request_timeout_ms=int(cfg.timeouts.publish_attempt_s * 1000))
         self._consumer = make_consumer(cfg.kafka, group_id=cfg.group_id, max_poll_records=cfg.max_in_flight)
         self._publisher = Publisher(cfg, self._producer, self.envelope, self.stats)
         await self._producer.start()
-        self._consumer.subscribe(cfg.input_topics, listener=self._fence)
+        self._consumer.subscribe([*cfg.input_topics, *self._orphans], listener=self._fence)
         await self._consumer.start()
         self._last_poll = time.monotonic()
         self._loop_task = asyncio.create_task(self._consume(), name=f"consume-{cfg.name}")
         self._commit_task = asyncio.create_task(self._commit_periodically(), name=f"commit-{cfg.name}")
         log.info("agent_started", agent=cfg.name, topics=cfg.input_topics, group=cfg.group_id, trust=boundary.keys.source)
+
+    async def _find_orphans(self) -> dict[str, str]:
+        """Agent topics of this namespace that belong to no agent of the topology: a redeploy
+        removed their agent, and hand-offs may still wait there."""
+        cfg = self.config
+        prefix = topics.agent(cfg.namespace, "")
+        current = {peer.topic for peer in cfg.agents}
+        try:
+            orphans = {t: t[len(prefix):] for t in await list_topics(cfg.kafka) if t.startswith(prefix) and t not in current}
+            for topic, removed in orphans.items():
+                self._orphan_offsets.update(await committed_offsets(cfg.kafka, topics.agent(cfg.namespace, removed), topic))
+        except KafkaError as exc:  # e.g. ACLs that do not let the entry see other agents' topics
+            log.warning("orphan_topics_unknown", agent=cfg.name, error=repr(exc),
+                        note="hand-offs left for removed agents are not re-routed by this replica")
+            self._orphan_offsets.clear()
+            return {}
+        if orphans:
+            log.info("orphan_topics", agent=cfg.name, removed=sorted(orphans.values()))
+        return orphans
+
+    async def orphans_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Read a removed agent's topic from where its own group left off, not from the start
+        (which would redo everything it ever answered): until this group commits there."""
+        for tp in assigned:
+            offset = self._orphan_offsets.get(tp)
+            if offset is not None and await self.consumer.committed(tp) is None:
+                self.consumer.seek(tp, offset)
 
     # What start() makes; using one before it is a bug, said as such.
     @property
@@ -286,7 +320,8 @@ class AgentWorker:
         except MalformedMessage as exc:
             await work.enter_publishing()
             return await self.publisher.dead_letter(record, exc.reason, exc.kind)
-        outcome, internal = await self._process(query)
+        removed = self._orphans.get(record.topic)
+        outcome, internal = (self.agent.reroute(query, removed), None) if removed else await self._process(query)
         await work.enter_publishing()
         if internal is not None and not await self.publisher.dead_letter(record, internal, "internal"):
             return False

@@ -48,6 +48,8 @@ class Client:
         self._finished: set[str] = set()
         # Extra copies of answers (at-least-once delivery), or answers after their ask timed out.
         self.duplicates = 0
+        # Partitions read again from the start because the broker lost their log.
+        self.rewinds = 0
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(Answer)
         self._reader: asyncio.Task | None = None
@@ -83,6 +85,7 @@ class Client:
     async def _read(self) -> None:
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
+            await self._rewind_restarted_partitions(set(batches))
             for records in batches.values():
                 for record in records:
                     try:
@@ -94,6 +97,18 @@ class Client:
                         future.set_result(answer)
                     elif future is not None or answer.id in self._finished:
                         self.duplicates += 1
+
+    async def _rewind_restarted_partitions(self, fetched: set[TopicPartition]) -> None:
+        """A broker that lost its log (a memory broker restarted, a topic recreated) starts the
+        answers topic again at offset 0, below this reader's position: the broker then returns
+        nothing, not an error, and every answer up to the old position would be missed. Reading
+        past the partition's end is that signal; the answers there are all new, so read them
+        from the beginning."""
+        for tp in self._consumer.assignment() - fetched:
+            end = self._consumer.highwater(tp)
+            if end is not None and await self._consumer.position(tp) > end:
+                self.rewinds += 1
+                await self._consumer.seek_to_beginning(tp)
 
     def _keys(self) -> TrustKeys:
         if self.trust_keys is None:

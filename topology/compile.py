@@ -50,6 +50,8 @@ def agent_configs(topology: Topology) -> dict[str, AgentConfig]:
             trust=topology.trust,
             timeouts=spec.timeouts or topology.timeouts,
             all_topics=every_topic,
+            agents=([Peer(name=a.name, cost=a.cost, topic=topics.agent(ns, a.name), tags=tuple(a.tags)) for a in topology.agents]
+                    if spec.name == topology.entry_agent else []),
         )
     return configs
 

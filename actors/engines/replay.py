@@ -1,6 +1,6 @@
 """The replay engine: serves recorded outcomes from a replay trace instead of running a model.
 
-It is what the transport benchmark (`bench/transport.py`), tests and the evaluation harness
+It is what the fabric benchmark (`bench/fabric.py`), tests and the evaluation harness
 drive, so a request is one dict lookup (plus an optional simulated latency). A recorded self-assessment (`decision: reject`)
 comes back as the paper's reject phrase, exactly as a trained model would say it, so the agent's
 generative parser handles replay and real models alike; `confidence` feeds confidence mode.
@@ -27,7 +27,7 @@ class ReplayOptions(msgspec.Struct, forbid_unknown_fields=True):
     trace: str
     # Which agent's lines to serve (default: the topology agent's own name).
     trace_agent: str | None = None
-    # Sleep for the recorded latency × scale, to make transport benchmarks realistic.
+    # Sleep for the recorded latency × scale, to make fabric benchmarks realistic.
     simulate_latency: bool = False
     latency_scale: float = 1.0
     # A query the trace does not know: reject it (pass it on) or fail the request.

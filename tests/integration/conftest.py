@@ -51,6 +51,9 @@ def ray_serve() -> Iterator[None]:
     import ray
     from ray import serve
 
+    if ray.is_initialized():  # tests/faults shares this fixture: one cluster per session
+        yield
+        return
     # Ray's unix socket paths must stay short: a temp dir under /tmp, removed afterwards.
     temp_dir = tempfile.mkdtemp(prefix="dr-ray-", dir="/tmp")
     ray.init(

@@ -1,5 +1,6 @@
-"""The transport benchmark still runs end to end (its own broker, its own Ray, signed
-hand-offs): a smoke run with few queries. Its numbers are printed, never asserted."""
+"""The fabric benchmark still runs end to end (its own broker, its own Ray, signed hand-offs,
+the floor, one scaling run): a smoke run with few queries. Its numbers are printed, never
+asserted."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import subprocess
 import sys
 
 
-def test_the_transport_benchmark_runs(tmp_path):
+def test_the_fabric_benchmark_runs(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISROUTER_TRUST_KEY", "RAY_ADDRESS")}
     run = subprocess.run(
-        [sys.executable, "-m", "disrouter.bench.transport", "--queries", "30", "--concurrency", "4", "--timeout", "120"],
+        [sys.executable, "-m", "disrouter.bench.fabric", "--queries", "30", "--concurrency", "4", "--hop-samples", "5",
+         "--pings", "10", "--floor-messages", "200", "--scale-replicas", "2", "--scale-partitions", "", "--timeout", "120"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
-    print(run.stdout[-600:])
+    print(run.stdout[-2000:])
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "over Kafka + Ray Serve:" in run.stdout and "queries=30" in run.stdout
+    for row in ("floor: produce→consume round trip", "per reject hop", "chain throughput", "entry replicas=2 partitions=4"):
+        assert row in run.stdout, row
+    assert "answered 30/30" in run.stdout

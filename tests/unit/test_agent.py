@@ -533,3 +533,23 @@ async def test_force_answer_makes_any_agent_answer_like_a_terminal():
     assert engine.requests[0].allow_reject is False  # never offered the reject
     # Without the flag the same agent passes the query on.
     assert isinstance(await run(configs["a0"], rejects(), Query(id="q", prompt="p")), Forward)
+
+
+def test_a_hand_off_left_for_a_removed_agent_goes_to_the_cheapest_unvisited_agent():
+    # The topology once had `extra` between a1 and a2; the entry agent re-routes what it left.
+    configs = chain(3)
+    entry = configs["a0"]
+    assert [p.name for p in entry.agents] == ["a0", "a1", "a2"] and configs["a1"].agents == []
+    query = Query(id="q", prompt="p", trail=[Hop(agent="a0", decision="reject"), Hop(agent="a1", decision="reject")])
+    outcome = Agent(entry, answers()).reroute(query, "extra")
+    assert isinstance(outcome, Forward) and outcome.peer.name == "a2"
+    hop = outcome.query.trail[-1]
+    assert (hop.agent, hop.decision) == ("extra", "reject") and "removed from the topology" in (hop.error or "")
+
+
+def test_a_hand_off_left_for_a_removed_agent_with_every_agent_visited_is_answered_unanswered():
+    entry = chain(2)["a0"]
+    query = Query(id="q", prompt="p", trail=[Hop(agent="a0", decision="reject"), Hop(agent="a1", decision="reject")])
+    outcome = Agent(entry, answers()).reroute(query, "gone")
+    assert isinstance(outcome, Final) and outcome.answer.status == "unanswered"
+    assert "'gone' was removed" in (outcome.answer.reason or "") and outcome.topic == entry.answers_topic
