@@ -47,7 +47,8 @@ def kafka_bootstrap(broker: Broker) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_serve() -> Iterator[None]:
+def ray_serve() -> Iterator[int]:
+    """One local Ray cluster with Serve for the session; yields Serve's HTTP port (127.0.0.1)."""
     import ray
     from ray import serve
 
@@ -63,8 +64,9 @@ def ray_serve() -> Iterator[None]:
         namespace=f"disrouter-tests-{uuid.uuid4().hex[:6]}",
         log_to_driver=bool(os.environ.get("DISROUTER_TEST_RAY_LOGS")),
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    yield
+    http_port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    yield http_port
     serve.shutdown()
     ray.shutdown()
 
