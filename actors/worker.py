@@ -39,6 +39,7 @@ from disrouter.actors.engine import Engine
 from disrouter.actors.envelope import Envelope
 from disrouter.actors.errors import MalformedMessage, PublishFailed
 from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.metrics import AgentMetrics
 from disrouter.actors.publisher import Publisher
 from disrouter.actors.rebalance import RebalanceFence, Work
 from disrouter.actors.trust import TrustKeys
@@ -77,6 +78,8 @@ class AgentWorker:
         self._last_poll = time.monotonic()
         self._started_at = time.time()
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Told of every published outcome (`metrics.py`); None outside Serve (tests, tools).
+        self.observer: AgentMetrics | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -330,6 +333,8 @@ class AgentWorker:
                 except PublishFailed as exc:
                     return await self._undeliverable(record, query, forwarded.trail, exc, value)
                 self.stats["rejected"] += 1
+                if self.observer is not None:
+                    self.observer.hop(forwarded.trail[-1])
                 return True
             # Cannot happen for a query the entry accepted (hand-offs have room for a full
             # trail), but a hand-off the next agent would refuse must end here, answered.
@@ -342,6 +347,8 @@ class AgentWorker:
         except PublishFailed as exc:
             return await self._undeliverable(record, query, outcome.answer.trail, exc, value)
         self.stats["answered" if outcome.answer.status == "answered" else "unanswered"] += 1
+        if self.observer is not None:
+            self.observer.ended(outcome.answer)
         return True
 
     async def _undeliverable(self, record: Any, query: Query, trail: list[Hop], exc: PublishFailed, value: bytes) -> bool:

@@ -26,6 +26,7 @@ from ray import serve
 from ray.serve import Application
 
 from disrouter.actors.logs import configure_logging
+from disrouter.gateway.metrics import GatewayMetrics
 from disrouter.gateway.protocol import ChatCompletionRequest, encode
 from disrouter.gateway.serving import ChatService, GatewayError, GatewaySpec
 
@@ -48,7 +49,8 @@ def _error(exc: GatewayError) -> Response:
 class Gateway:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         configure_logging()
-        self.service = ChatService(msgspec.convert(spec, GatewaySpec))
+        config = msgspec.convert(spec, GatewaySpec)
+        self.service = ChatService(config, GatewayMetrics(config.namespace))
         await self.service.start()
 
     @api.get("/models")

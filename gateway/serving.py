@@ -9,6 +9,7 @@ is configurable, so one Serve cluster can front several topologies).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import structlog
 from disrouter.actors.config import KafkaSpec
 from disrouter.actors.contracts import Answer, Query, Scenario
 from disrouter.client.sdk import Client
+from disrouter.gateway.metrics import GatewayMetrics
 from disrouter.gateway.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -73,8 +75,9 @@ def prompt_of(messages: list[ChatMessage]) -> str:
 
 
 class ChatService:
-    def __init__(self, spec: GatewaySpec) -> None:
+    def __init__(self, spec: GatewaySpec, metrics: GatewayMetrics | None = None) -> None:
         self.spec = spec
+        self.metrics = metrics
         self.client = Client(spec.kafka.bootstrap_servers, spec.namespace, kafka=spec.kafka)
         scenarios = {f"{spec.model}-{s.value.replace('_', '-')}": s for s in Scenario}
         self.models: dict[str, Scenario | None] = {spec.model: None, **scenarios}
@@ -111,24 +114,35 @@ class ChatService:
         asked = request.disrouter.timeout_s if request.disrouter else None
         return min(asked, self.spec.timeout_s) if asked and asked > 0 else self.spec.timeout_s
 
-    async def _answer(self, query: Query, timeout_s: float) -> Answer:
-        bound = log.bind(query_id=query.id)
+    async def _answer(self, query: Query, timeout_s: float, model: str) -> Answer:
+        bound = log.bind(query_id=query.id, model=model)
         started = time.perf_counter()
         try:
             answer = await self.client.ask(query, timeout_s)
         except TimeoutError:
             bound.warning("gateway_timeout", timeout_s=timeout_s)
+            self._observe(model, "timeout")
             raise GatewayError(504, f"no answer from the DiSRouter network within {timeout_s:g} s",
                                "timeout", "timeout") from None
-        bound.info("gateway_answer", status=answer.status, agent=answer.agent, hops=answer.totals.hops,
-                   latency_ms=round((time.perf_counter() - started) * 1000.0, 3))
+        except asyncio.CancelledError:
+            bound.info("gateway_cancelled")  # the HTTP client went away: so does the wait
+            self._observe(model, "cancelled")
+            raise
+        latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        bound.info("gateway_answer", status=answer.status, agent=answer.agent, hops=answer.totals.hops, latency_ms=latency_ms)
         if answer.status != "answered":
+            self._observe(model, "unanswered", latency_ms, answer.totals.hops)
             raise GatewayError(502, f"no agent answered: {answer.reason}", "unanswered", "unanswered")
+        self._observe(model, "ok", latency_ms, answer.totals.hops)
         return answer
+
+    def _observe(self, model: str, outcome: str, latency_ms: float | None = None, hops: int | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.request(model, outcome, latency_ms, hops)
 
     async def complete(self, request: ChatCompletionRequest) -> ChatCompletion:
         query = self.query_of(request)
-        answer = await self._answer(query, self.timeout_of(request))
+        answer = await self._answer(query, self.timeout_of(request), request.model)
         return ChatCompletion(
             id=answer.id,
             model=request.model,
@@ -155,7 +169,7 @@ class ChatService:
         async def events() -> AsyncIterator[bytes]:
             yield chunk(Delta(role="assistant", content=""))
             try:
-                answer = await self._answer(query, self.timeout_of(request))
+                answer = await self._answer(query, self.timeout_of(request), request.model)
             except GatewayError as exc:
                 yield b"data: " + encode(exc.body) + b"\n\n"
                 return

@@ -47,7 +47,13 @@ def kafka_bootstrap(broker: Broker) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_serve() -> Iterator[int]:
+def metrics_port() -> int:
+    """Where the session's Ray node exports Prometheus metrics: http://127.0.0.1:<port>/metrics."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_serve(metrics_port: int) -> Iterator[int]:
     """One local Ray cluster with Serve for the session; yields Serve's HTTP port (127.0.0.1)."""
     import ray
     from ray import serve
@@ -63,6 +69,7 @@ def ray_serve() -> Iterator[int]:
         _temp_dir=temp_dir,
         namespace=f"disrouter-tests-{uuid.uuid4().hex[:6]}",
         log_to_driver=bool(os.environ.get("DISROUTER_TEST_RAY_LOGS")),
+        _metrics_export_port=metrics_port,
     )
     http_port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})

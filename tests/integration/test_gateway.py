@@ -13,6 +13,7 @@ from ray import serve
 
 from disrouter.gateway.app import build_app as build_gateway
 from tests.integration.conftest import make_trace, replay_agent, topology_args
+from tests.integration.test_metrics import until
 
 SLOW_S = 60.0  # longer than any wait here: an answer to the slow query never ends a wait early
 
@@ -46,7 +47,7 @@ async def _pending_drops_to_zero(handle, timeout_s: float = 30.0) -> dict:
         await asyncio.sleep(0.2)
 
 
-async def test_openai_client_gets_answers_with_the_trail(gateway):
+async def test_openai_client_gets_answers_with_the_trail(gateway, namespace, metrics_port):
     base_url, handle = gateway
     client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120)
 
@@ -94,6 +95,16 @@ async def test_openai_client_gets_answers_with_the_trail(gateway):
             model="disrouter", messages=[{"role": "user", "content": "question q-slow"}], extra_body={"disrouter": {"timeout_s": 1}})
     assert late.value.status_code == 504 and late.value.code == "timeout"
     assert (await _pending_drops_to_zero(handle))["pending"] == 0
+
+    # The end-to-end view is on the node's metrics endpoint, per model and outcome.
+    samples = await until(metrics_port, namespace, {
+        "ray_disrouter_gateway_requests_total{model=disrouter-balance,outcome=ok}": 2,
+        "ray_disrouter_gateway_requests_total{model=disrouter,outcome=timeout}": 1,
+        "ray_disrouter_gateway_latency_ms_count{model=disrouter-balance}": 2,
+    })
+    assert samples.get("ray_disrouter_gateway_requests_total{model=disrouter-balance,outcome=ok}") == 2
+    assert samples.get("ray_disrouter_gateway_requests_total{model=disrouter,outcome=timeout}") == 1
+    assert samples.get("ray_disrouter_gateway_hops_bucket{le=2.5,model=disrouter-balance}") == 2
 
 
 async def test_a_client_that_goes_away_cancels_its_wait(gateway):
