@@ -289,11 +289,20 @@ class AgentWorker:
         except MalformedMessage as exc:
             await work.enter_publishing()
             return await self.publisher.dead_letter(record, exc.reason, exc.kind)
+        # Bound for the rest of this hop, in this task's context only: every line the agent,
+        # engine and publisher log while handling it carries the query id and the agent.
+        structlog.contextvars.bind_contextvars(query_id=query.id, agent=self.config.name)
+        started = time.perf_counter()
         outcome, internal = await self._process(query)
+        processed = time.perf_counter()
         await work.enter_publishing()
         if internal is not None and not await self.publisher.dead_letter(record, internal, "internal"):
             return False
-        return await self._deliver(record, query, outcome)
+        recorded = await self._deliver(record, query, outcome)
+        log.info("hop_done", decision="reject" if isinstance(outcome, Forward) else outcome.answer.status,
+                 to=outcome.peer.name if isinstance(outcome, Forward) else outcome.topic, recorded=recorded,
+                 process_ms=round((processed - started) * 1000.0, 3), publish_ms=round((time.perf_counter() - processed) * 1000.0, 3))
+        return recorded
 
     async def _process(self, query: Query) -> tuple[Outcome, str | None]:
         """The agent's outcome; a timeout or a bug becomes an `unanswered` Final (plus, for a
