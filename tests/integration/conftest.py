@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,6 +201,31 @@ class AnswerTap:
 @pytest.fixture
 def client_factory(kafka_bootstrap):
     return lambda namespace: Client(kafka_bootstrap, namespace)
+
+
+def scrape_metrics(port: int, namespace: str) -> dict[str, float]:
+    """The namespace's `disrouter_*` samples: {'name{label="v",…}': value}, Serve's labels dropped."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(ray_disrouter_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
+        if not match or f'namespace="{namespace}"' not in match.group(2):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        keep = {k: v for k, v in labels.items() if k in ("agent", "decision", "direction", "scenario", "status", "le", "topic", "partition", "model", "outcome")}
+        key = match.group(1) + "{" + ",".join(f"{k}={v}" for k, v in sorted(keep.items())) + "}"
+        samples[key] = samples.get(key, 0.0) + float(match.group(3))
+    return samples
+
+
+async def metrics_until(port: int, namespace: str, want: dict[str, float], timeout_s: float = 90.0) -> dict[str, float]:
+    """Scrape until every wanted sample reaches its value (Ray exports every few seconds)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        samples = await asyncio.to_thread(scrape_metrics, port, namespace)
+        if all(samples.get(k, 0.0) >= v for k, v in want.items()) or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(1.0)
 
 
 TRACE = Path(__file__).resolve().parents[2] / "examples" / "replay-trace.jsonl"

@@ -12,8 +12,7 @@ import pytest
 from ray import serve
 
 from disrouter.gateway.app import build_app as build_gateway
-from tests.integration.conftest import make_trace, replay_agent, topology_args
-from tests.integration.test_metrics import until
+from tests.integration.conftest import make_trace, metrics_until, replay_agent, topology_args
 
 SLOW_S = 60.0  # longer than any wait here: an answer to the slow query never ends a wait early
 
@@ -97,7 +96,7 @@ async def test_openai_client_gets_answers_with_the_trail(gateway, namespace, met
     assert (await _pending_drops_to_zero(handle))["pending"] == 0
 
     # The end-to-end view is on the node's metrics endpoint, per model and outcome.
-    samples = await until(metrics_port, namespace, {
+    samples = await metrics_until(metrics_port, namespace, {
         "ray_disrouter_gateway_requests_total{model=disrouter-balance,outcome=ok}": 2,
         "ray_disrouter_gateway_requests_total{model=disrouter,outcome=timeout}": 1,
         "ray_disrouter_gateway_latency_ms_count{model=disrouter-balance}": 2,

@@ -3,37 +3,8 @@ chain under Ray Serve answers queries from the real broker: the counters move.""
 
 from __future__ import annotations
 
-import asyncio
-import re
-import urllib.request
-
 from disrouter.actors.contracts import Query
-from tests.integration.conftest import make_trace, replay_agent, topology_args
-
-
-def scrape(port: int, namespace: str) -> dict[str, float]:
-    """The namespace's `disrouter_*` samples: {'name{label="v",…}': value}, Serve's labels dropped."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        match = re.match(r"^(ray_disrouter_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
-        if not match or f'namespace="{namespace}"' not in match.group(2):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
-        keep = {k: v for k, v in labels.items() if k in ("agent", "decision", "direction", "scenario", "status", "le", "topic", "partition", "model", "outcome")}
-        key = match.group(1) + "{" + ",".join(f"{k}={v}" for k, v in sorted(keep.items())) + "}"
-        samples[key] = samples.get(key, 0.0) + float(match.group(3))
-    return samples
-
-
-async def until(port: int, namespace: str, want: dict[str, float], timeout_s: float = 90.0) -> dict[str, float]:
-    """Scrape until every wanted sample reaches its value (Ray exports every few seconds)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while True:
-        samples = await asyncio.to_thread(scrape, port, namespace)
-        if all(samples.get(k, 0.0) >= v for k, v in want.items()) or asyncio.get_running_loop().time() > deadline:
-            return samples
-        await asyncio.sleep(1.0)
+from tests.integration.conftest import make_trace, metrics_until, replay_agent, topology_args
 
 
 async def test_agent_counters_move_on_the_scraped_endpoint(deploy_topology, client_factory, kafka_bootstrap, namespace,
@@ -70,7 +41,7 @@ async def test_agent_counters_move_on_the_scraped_endpoint(deploy_topology, clie
         "ray_disrouter_agent_decision_latency_ms_count{agent=small,decision=reject}": 3,
         "ray_disrouter_query_cost_total{agent=large,scenario=cost_first,status=answered}": 2.7,
     }
-    samples = await until(metrics_port, namespace, want)
+    samples = await metrics_until(metrics_port, namespace, want)
     wrong = {k: (samples.get(k), v) for k, v in want.items() if abs(samples.get(k, -1.0) - v) > 1e-6}
     assert wrong == {}, wrong  # {sample: (scraped, expected)}
     assert samples["ray_disrouter_query_hops_bucket{agent=large,le=1.5,scenario=cost_first,status=answered}"] == 0
