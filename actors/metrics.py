@@ -37,6 +37,12 @@ LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000
 HOPS: list[float] = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 8.5, 12.5, 16.5, 32.5]
 
 
+def _inc(counter: Counter, value: float | None, tags: dict[str, str]) -> None:
+    # Ray's counters refuse an increment of 0 (no tokens, an unanswered query's cost of 0).
+    if value:
+        counter.inc(value, tags)
+
+
 def _keys(*names: str) -> Any:
     # Ray types `tag_keys` as a 1-tuple (`Tuple[str]`); any tuple of names is what it takes.
     return names
@@ -79,27 +85,31 @@ class AgentMetrics:
     # --- per outcome -----------------------------------------------------------------------------
 
     def hop(self, hop: Hop) -> None:
-        self.decision_ms.observe(hop.latency_ms, self._with(decision=hop.decision))
-        if hop.tokens_in:
-            self.tokens.inc(hop.tokens_in, self._with(direction="in"))
-        if hop.tokens_out:
-            self.tokens.inc(hop.tokens_out, self._with(direction="out"))
+        """One hop of this agent was published (a reject passed on, or the query ended here)."""
+        try:
+            self.decision_ms.observe(hop.latency_ms, self._with(decision=hop.decision))
+            _inc(self.tokens, hop.tokens_in, self._with(direction="in"))
+            _inc(self.tokens, hop.tokens_out, self._with(direction="out"))
+        except Exception as exc:  # noqa: BLE001 - a metric must never fail a published hop
+            log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
 
     def ended(self, answer: Answer) -> None:
         """A query ends at this agent: its own hop, and the query as a whole."""
         if answer.trail and answer.trail[-1].agent == self.tags["agent"]:
             self.hop(answer.trail[-1])
-        tags = self._with(scenario=answer.scenario.value if answer.scenario else "alpha", status=answer.status)
-        totals = answer.totals
-        self.answers.inc(1, tags)
-        self.hops.observe(totals.hops, tags)
-        self.visits.inc(totals.hops, tags)
-        self.latency_ms.observe(totals.latency_ms, tags)
-        self.query_tokens.inc(totals.tokens_in, {**tags, "direction": "in"})
-        self.query_tokens.inc(totals.tokens_out, {**tags, "direction": "out"})
-        self.query_cost.inc(answer.cost, tags)
-        if totals.cost_usd:
-            self.query_usd.inc(totals.cost_usd, tags)
+        try:
+            tags = self._with(scenario=answer.scenario.value if answer.scenario else "alpha", status=answer.status)
+            totals = answer.totals
+            self.answers.inc(1, tags)
+            self.hops.observe(totals.hops, tags)
+            _inc(self.visits, totals.hops, tags)
+            self.latency_ms.observe(totals.latency_ms, tags)
+            _inc(self.query_tokens, totals.tokens_in, {**tags, "direction": "in"})
+            _inc(self.query_tokens, totals.tokens_out, {**tags, "direction": "out"})
+            _inc(self.query_cost, answer.cost, tags)
+            _inc(self.query_usd, totals.cost_usd, tags)
+        except Exception as exc:  # noqa: BLE001 - a metric must never fail a published answer
+            log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
 
     # --- sampled ---------------------------------------------------------------------------------
 
