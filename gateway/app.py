@@ -10,6 +10,8 @@ Deploy it next to a topology (`disrouter up` does, at route prefix /v1), or on i
         route_prefix: /v1
         import_path: disrouter.gateway.app:build_app
         args: {namespace: chain, kafka: {bootstrap_servers: broker:9092}}
+        # or several topologies, one model id each:
+        # args: {kafka: {…}, networks: [{namespace: chain, model: chain}, {namespace: mesh, model: mesh}]}
 
 Each replica holds one `Client`: one reply consumer shared by every request of the replica,
 futures by query id. A request whose client goes away is cancelled by Serve, and so is its wait.
@@ -50,7 +52,7 @@ class Gateway:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         configure_logging()
         config = msgspec.convert(spec, GatewaySpec)
-        self.service = ChatService(config, GatewayMetrics(config.namespace))
+        self.service = ChatService(config, GatewayMetrics())
         await self.service.start()
 
     @api.get("/models")
@@ -73,7 +75,7 @@ class Gateway:
 
     async def stats(self) -> dict[str, int]:
         """For `disrouter status` and tests: waits held now, late copies dropped."""
-        return {"pending": self.service.client.pending, "duplicates": self.service.client.duplicates}
+        return {"pending": self.service.pending, "duplicates": self.service.duplicates}
 
     async def __del__(self) -> None:
         await self.service.stop()
@@ -81,6 +83,7 @@ class Gateway:
 
 def build_app(args: dict[str, Any]) -> Application:
     spec = msgspec.convert(dict(args), GatewaySpec)
+    spec.all_networks()  # fail at deploy time on a gateway that fronts nothing
     return Gateway.options(  # type: ignore[attr-defined]  # @serve.deployment makes it a Deployment
         num_replicas=spec.replicas, ray_actor_options=spec.ray_actor_options or {"num_cpus": 0.05}).bind(
         msgspec.to_builtins(spec))

@@ -15,8 +15,7 @@ def _keys(*names: str) -> Any:
 
 
 class GatewayMetrics:
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
+    def __init__(self) -> None:
         self.requests = Counter("disrouter_gateway_requests", "Chat completions by outcome (ok, timeout, unanswered, cancelled)",
                                 tag_keys=_keys("namespace", "model", "outcome"))
         self.latency_ms = Histogram("disrouter_gateway_latency_ms", "End-to-end latency: query sent to answer read, ms",
@@ -24,8 +23,8 @@ class GatewayMetrics:
         self.hops = Histogram("disrouter_gateway_hops", "Agents visited by the queries answered through the gateway",
                               boundaries=HOPS, tag_keys=_keys("namespace", "model"))
 
-    def request(self, model: str, outcome: str, latency_ms: float | None = None, hops: int | None = None) -> None:
-        tags = {"namespace": self.namespace, "model": model}
+    def request(self, namespace: str, model: str, outcome: str, latency_ms: float | None = None, hops: int | None = None) -> None:
+        tags = {"namespace": namespace, "model": model}
         self.requests.inc(1, {**tags, "outcome": outcome})
         if latency_ms is not None:
             self.latency_ms.observe(latency_ms, tags)
