@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-ROOTS = ("actors", "topology", "stack", "client", "evaluation", "bench", "training", "examples")
+ROOTS = ("actors", "topology", "stack", "client", "gateway", "evaluation", "bench", "training", "examples")
 
 packages = ["disrouter"]
 package_dir = {"disrouter": "disrouter"}

@@ -8,6 +8,7 @@ restarts the replica instead of leaving a silent zombie.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
@@ -16,6 +17,7 @@ from ray import serve
 from disrouter.actors.config import AgentConfig
 from disrouter.actors.engine import build_engine
 from disrouter.actors.logs import configure_logging
+from disrouter.actors.metrics import AgentMetrics
 from disrouter.actors.worker import AgentWorker
 
 
@@ -27,7 +29,9 @@ class AgentDeployment:
         configure_logging()
         self.config = msgspec.convert(config, AgentConfig)
         self.worker = AgentWorker(self.config, build_engine(self.config.engine, agent=self.config.name))
+        self.metrics = self.worker.observer = AgentMetrics(self.config.name, self.config.namespace)
         await self.worker.start()
+        self._sampler = asyncio.create_task(self.metrics.run(self.worker), name=f"metrics-{self.config.name}")
 
     async def check_health(self) -> None:
         failure = self.worker.failure
@@ -40,8 +44,14 @@ class AgentDeployment:
     async def __call__(self, request: Any = None) -> dict[str, Any]:
         return self.worker.snapshot()
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's replica-reported autoscaling metrics: this replica's consumer backlog
+        (`topology/scaling.py` turns the agent's total into a replica count)."""
+        return self.metrics.autoscaling_stats()
+
     async def __del__(self) -> None:
         # Serve calls __del__ when the replica is stopped (scale-down, redeploy, shutdown).
+        self._sampler.cancel()
         await self.worker.stop()
 
 

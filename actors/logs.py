@@ -1,15 +1,26 @@
-"""structlog set-up shared by the replicas and the CLI: one JSON-ish line per event."""
+"""structlog set-up shared by the replicas, the gateway and the CLI: one JSON object per line.
+
+Every line of a query's handling carries its `query_id` and the `agent` (bound once per hop in
+the worker, through contextvars, so the engine, publisher and agent lines all get them):
+`grep '"query_id": "q-1"'` over every replica's log follows one query across agents. The first
+keys are always timestamp, level, event, query_id, agent; the rest follow as logged.
+
+`DISROUTER_LOG_FORMAT=console` renders key=value lines instead (for a terminal);
+`DISROUTER_LOG_LEVEL` sets the level (INFO).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from typing import TextIO, cast
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO, cast
 
 import structlog
 
 _configured = False
+KEY_ORDER = ("timestamp", "level", "event", "query_id", "agent")
 
 
 class _Stderr:
@@ -23,6 +34,17 @@ class _Stderr:
         sys.stderr.flush()
 
 
+def _ordered(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    head = {key: event.pop(key) for key in KEY_ORDER if key in event}
+    return {**head, **event}
+
+
+def renderer(fmt: str | None = None) -> Any:
+    if (fmt or os.environ.get("DISROUTER_LOG_FORMAT", "json")).lower() == "console":
+        return structlog.processors.KeyValueRenderer(key_order=list(KEY_ORDER), drop_missing=True)
+    return structlog.processors.JSONRenderer(default=repr)
+
+
 def configure_logging(level: str | None = None) -> None:
     global _configured
     if _configured:
@@ -33,7 +55,9 @@ def configure_logging(level: str | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event", "query_id", "agent"], drop_missing=True),
+            structlog.processors.format_exc_info,
+            _ordered,
+            renderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level_name)),
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _Stderr())),

@@ -40,6 +40,7 @@ from disrouter.actors.engine import Engine
 from disrouter.actors.envelope import Envelope
 from disrouter.actors.errors import MalformedMessage, PublishFailed
 from disrouter.actors.kafka import committed_offsets, ensure_topics, list_topics, make_consumer, make_producer
+from disrouter.actors.metrics import AgentMetrics
 from disrouter.actors.publisher import Publisher
 from disrouter.actors.rebalance import RebalanceFence, Work
 from disrouter.actors.trust import TrustKeys
@@ -82,6 +83,8 @@ class AgentWorker:
         self._last_poll = time.monotonic()
         self._started_at = time.time()
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}"
+        # Told of every published outcome (`metrics.py`); None outside Serve (tests, tools).
+        self.observer: AgentMetrics | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -320,12 +323,21 @@ class AgentWorker:
         except MalformedMessage as exc:
             await work.enter_publishing()
             return await self.publisher.dead_letter(record, exc.reason, exc.kind)
+        # Bound for the rest of this hop, in this task's context only: every line the agent,
+        # engine and publisher log while handling it carries the query id and the agent.
+        structlog.contextvars.bind_contextvars(query_id=query.id, agent=self.config.name)
+        started = time.perf_counter()
         removed = self._orphans.get(record.topic)
         outcome, internal = (self.agent.reroute(query, removed), None) if removed else await self._process(query)
+        processed = time.perf_counter()
         await work.enter_publishing()
         if internal is not None and not await self.publisher.dead_letter(record, internal, "internal"):
             return False
-        return await self._deliver(record, query, outcome)
+        recorded = await self._deliver(record, query, outcome)
+        log.info("hop_done", decision="reject" if isinstance(outcome, Forward) else outcome.answer.status,
+                 to=outcome.peer.name if isinstance(outcome, Forward) else outcome.topic, recorded=recorded,
+                 process_ms=round((processed - started) * 1000.0, 3), publish_ms=round((time.perf_counter() - processed) * 1000.0, 3))
+        return recorded
 
     async def _process(self, query: Query) -> tuple[Outcome, str | None]:
         """The agent's outcome; a timeout or a bug becomes an `unanswered` Final (plus, for a
@@ -365,6 +377,8 @@ class AgentWorker:
                 except PublishFailed as exc:
                     return await self._undeliverable(record, query, forwarded.trail, exc, value)
                 self.stats["rejected"] += 1
+                if self.observer is not None:
+                    self.observer.hop(forwarded.trail[-1])
                 return True
             # Cannot happen for a query the entry accepted (hand-offs have room for a full
             # trail), but a hand-off the next agent would refuse must end here, answered.
@@ -377,6 +391,8 @@ class AgentWorker:
         except PublishFailed as exc:
             return await self._undeliverable(record, query, outcome.answer.trail, exc, value)
         self.stats["answered" if outcome.answer.status == "answered" else "unanswered"] += 1
+        if self.observer is not None:
+            self.observer.ended(outcome.answer)
         return True
 
     async def _undeliverable(self, record: Any, query: Query, trail: list[Hop], exc: PublishFailed, value: bytes) -> bool:

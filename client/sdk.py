@@ -4,6 +4,10 @@ Replies are matched by correlation id (the query id), faust-style: one consumer 
 answers topic from its end, and each pending `ask` waits on a future keyed by its id. Answers
 may arrive twice (at-least-once); the first one wins and later copies are ignored.
 
+A long-lived client (the HTTP gateway holds thousands of waits) stays bounded: every future
+has a deadline and leaves the pending table when it resolves, times out or is cancelled, and
+the ids remembered for spotting late copies are the most recent `remember` only.
+
 A client writes `<ns>.ingress`. A trusted tool that holds the topology's trust key (the live
 evaluation's forced phase) may also write straight to an agent's topic: the client signs those
 hand-offs (`trust.py`); without the key it refuses to send them, as the agent would refuse them.
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 
 import msgspec
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from disrouter.actors import topics
 from disrouter.actors.boundary import signed_query
@@ -25,6 +31,9 @@ from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
 from disrouter.actors.trust import TrustKeyError, TrustKeys
 
 _DEFAULTS = Query(prompt="-")
+
+# How many finished ids a client remembers to count late copies as duplicates (not as strangers).
+DEFAULT_REMEMBER = 65_536
 
 
 class Client:
@@ -36,6 +45,8 @@ class Client:
         answers_topic: str | None = None,
         trust_keys: TrustKeys | None = None,
         kafka: KafkaSpec | None = None,
+        remember: int = DEFAULT_REMEMBER,
+        connect_timeout_s: float = 60.0,
     ) -> None:
         # `kafka` carries TLS/SASL settings for a secured cluster; `bootstrap` wins over its address.
         self.spec = msgspec.structs.replace(kafka, bootstrap_servers=bootstrap) if kafka else KafkaSpec(bootstrap_servers=bootstrap)
@@ -45,7 +56,10 @@ class Client:
         self.trust_keys = trust_keys
         self.answers_topic = answers_topic or topics.answers(namespace)
         self._pending: dict[str, asyncio.Future[Answer]] = {}
-        self._finished: set[str] = set()
+        # Insertion-ordered and capped at `remember`: the oldest ids are forgotten first.
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+        self._connect_timeout_s = connect_timeout_s
         # Extra copies of answers (at-least-once delivery), or answers after their ask timed out.
         self.duplicates = 0
         # Partitions read again from the start because the broker lost their log.
@@ -62,11 +76,7 @@ class Client:
         self._consumer = make_consumer(self.spec, group_id=None, auto_offset_reset="latest")
         await self._producer.start()
         await self._consumer.start()
-        parts = self._consumer.partitions_for_topic(self.answers_topic)
-        while not parts:
-            await asyncio.sleep(0.05)
-            await self._consumer._client.force_metadata_update()
-            parts = self._consumer.partitions_for_topic(self.answers_topic)
+        parts = await self._partitions(self.answers_topic)
         tps = [TopicPartition(self.answers_topic, p) for p in sorted(parts)]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
@@ -75,10 +85,34 @@ class Client:
         self._reader = asyncio.create_task(self._read())
         return self
 
+    async def _partitions(self, topic: str) -> set[int]:
+        """The topic's partitions, through the producer's public metadata wait; a topic that
+        just got created may take a few metadata rounds to show up, but not forever."""
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                while True:
+                    try:
+                        parts = await self._producer.partitions_for(topic)
+                    except KafkaError:
+                        parts = set()
+                    if parts:
+                        return set(parts)
+                    await asyncio.sleep(0.1)
+        except TimeoutError:
+            raise TimeoutError(f"no partitions of {topic!r} after {self._connect_timeout_s:g} s "
+                               f"(is the broker at {self.spec.bootstrap_servers} up?)") from None
+
+    @property
+    def pending(self) -> int:
+        """Queries sent and still waiting for their answer."""
+        return len(self._pending)
+
     async def __aexit__(self, *exc: object) -> None:
         if self._reader:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
+        for future in list(self._pending.values()):
+            future.cancel()
         await self._consumer.stop()
         await self._producer.stop()
 
@@ -110,6 +144,18 @@ class Client:
                 self.rewinds += 1
                 await self._consumer.seek_to_beginning(tp)
 
+    def _forget(self, query_id: str, future: asyncio.Future[Answer]) -> None:
+        """A future is done (answered, timed out, cancelled): it leaves the pending table, and
+        its id is remembered (bounded) so a late copy counts as a duplicate."""
+        if self._pending.get(query_id) is future:
+            del self._pending[query_id]
+        self._finished[query_id] = None
+        self._finished.move_to_end(query_id)
+        while len(self._finished) > self._remember:
+            self._finished.popitem(last=False)
+        if not future.cancelled():
+            future.exception()  # retrieved: a timed-out future nobody awaited is no error to report
+
     def _keys(self) -> TrustKeys:
         if self.trust_keys is None:
             try:
@@ -118,9 +164,12 @@ class Client:
                 raise TrustKeyError(f"writing an agent's topic needs the topology's trust key: {exc}") from None
         return self.trust_keys
 
-    async def submit(self, query: Query, topic: str | None = None) -> asyncio.Future[Answer]:
+    async def submit(self, query: Query, topic: str | None = None, timeout_s: float = 120.0) -> asyncio.Future[Answer]:
         """Produce a query (to the ingress, or, signed, straight to an agent's topic); returns a
-        future resolved with its answer."""
+        future resolved with its answer, or failed with TimeoutError after `timeout_s`.
+
+        Cancelling the future gives up the wait; either way it leaves the pending table, so a
+        future nobody awaits costs nothing after its deadline."""
         if query.id is None:
             query.id = f"q-{uuid.uuid4().hex[:12]}"
         topic = topic or topics.ingress(self.namespace)
@@ -132,15 +181,35 @@ class Client:
             key, value, headers = query.id.encode(), self._encoder.encode(query), None
         else:
             key, value, headers = signed_query(self._keys(), topic, query, self._encoder)
-        future = self._pending.setdefault(query.id, asyncio.get_running_loop().create_future())
-        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+        query_id = query.id
+        if query_id in self._pending:
+            raise ValueError(f"query id {query_id!r} is already waiting for its answer")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        self._pending[query_id] = future
+        deadline = loop.call_later(timeout_s, _expire, future, query_id, timeout_s)
+
+        def done(f: asyncio.Future[Answer]) -> None:
+            deadline.cancel()
+            self._forget(query_id, f)
+
+        future.add_done_callback(done)
+        try:
+            await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
         return future
 
     async def ask(self, query: Query, timeout_s: float = 120.0, topic: str | None = None) -> Answer:
         """Produce a query and wait for its answer; raises TimeoutError after `timeout_s`."""
-        future = await self.submit(query, topic)
+        future = await self.submit(query, topic, timeout_s)
         try:
-            return await asyncio.wait_for(future, timeout_s)
+            return await future
         finally:
-            self._pending.pop(query.id or "", None)
-            self._finished.add(query.id or "")
+            future.cancel()  # a cancelled ask gives up its wait (a no-op once answered)
+
+
+def _expire(future: asyncio.Future[Answer], query_id: str, timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"no answer to {query_id!r} within {timeout_s:g} s"))

@@ -54,7 +54,9 @@ def _up(args: argparse.Namespace) -> int:
         f"Ray dashboard http://127.0.0.1:{state.dashboard_port}\n"
         f"  ask:    disrouter ask \"What is 43 * 21?\"\n"
         f"  kcat:   echo '{{\"id\":\"q-1\",\"prompt\":\"What is 43 * 21?\"}}' | kcat -P -b {state.bootstrap} -t {state.namespace}.ingress -k q-1\n"
-        f"  status: disrouter status        stop: disrouter down"
+        + (f"  openai: base_url http://127.0.0.1:{state.http_port}/v1  (models: curl http://127.0.0.1:{state.http_port}/v1/models)\n"
+           if state.gateway_app else "")
+        + "  status: disrouter status        stop: disrouter down"
     )
     return 0
 
@@ -76,7 +78,8 @@ def _status(args: argparse.Namespace) -> int:
         print("nothing is up")
         return 1
     print(json.dumps({"bootstrap": state.bootstrap, "namespace": state.namespace, "topology": state.topology,
-                      "ray": state.ray_address, "dashboard_port": state.dashboard_port}, indent=2))
+                      "ray": state.ray_address, "dashboard_port": state.dashboard_port,
+                      "gateway": f"http://127.0.0.1:{state.http_port}/v1" if state.gateway_app else None}, indent=2))
     try:
         apps = serve_status(state)["applications"]
         print(json.dumps({name: app.get("status") for name, app in apps.items()}, indent=2))

@@ -131,6 +131,7 @@ class StackState(msgspec.Struct):
     namespace: str | None = None
     app: str | None = None
     started_at: float = 0.0
+    gateway_app: str | None = None  # the OpenAI-compatible gateway, at http://127.0.0.1:<http_port>/v1
 
 
 def state_path(run_dir: Path) -> Path:
@@ -297,6 +298,7 @@ def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | N
             app["args"]["trust"] = {**app["args"].get("trust", {}), "key_file": str(make_trust_key(run_dir))}
         state.http_port = free_port()
         config["http_options"] = {**config.get("http_options", {}), "host": "127.0.0.1", "port": state.http_port}
+        gateway = gateway_application(config, app)
         deployed = run_dir / "topology.yaml"
         deployed.write_text(yaml.safe_dump(config, sort_keys=False))
         state.topology, state.namespace, state.app = str(topology_file), topology.namespace, app["name"]
@@ -308,6 +310,9 @@ def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | N
             subprocess.run([ray_bin("serve"), "deploy", str(deployed), "-a", dashboard], check=True,
                            stdout=out, stderr=subprocess.STDOUT, env=env, timeout=120)
         wait_running(state, app["name"], [a.name for a in topology.agents], wait_s, log)
+        if gateway is not None:
+            wait_running(state, gateway["name"], ["Gateway"], wait_s, log)
+            state.gateway_app = gateway["name"]
         state.ray_pids = _ray_pids(Path(temp_dir))
         write_state(state)
         return state
@@ -315,6 +320,23 @@ def up(topology_file: Path, run_dir: Path = DEFAULT_RUN_DIR, kafka_port: int | N
         log("start-up failed; stopping what was started (logs stay in the run dir)")
         down(run_dir, log=lambda *_: None)
         raise
+
+
+GATEWAY_PREFIX = "/v1"  # where OpenAI clients look: base_url http://127.0.0.1:<port>/v1
+
+
+def gateway_application(config: dict, app: dict) -> dict | None:
+    """Add the OpenAI-compatible gateway for the topology `app` to the Serve config, at /v1
+    (unless the config already routes /v1 or has an application of that name)."""
+    name = f"{app['name']}-gateway"
+    apps = config["applications"]
+    if any(a.get("route_prefix") == GATEWAY_PREFIX or a.get("name") == name for a in apps):
+        return None
+    args = app["args"]
+    gateway = {"name": name, "route_prefix": GATEWAY_PREFIX, "import_path": "disrouter.gateway.app:build_app",
+               "args": {"namespace": args["namespace"], "kafka": args["kafka"]}}
+    apps.append(gateway)
+    return gateway
 
 
 def serve_status(state: StackState) -> dict:

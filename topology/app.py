@@ -15,6 +15,7 @@ from ray.serve import Application
 from disrouter.actors.deployment import AgentDeployment, StatusIngress
 from disrouter.topology.compile import actor_options, agent_configs
 from disrouter.topology.load import parse_topology
+from disrouter.topology.scaling import autoscaling_config
 from disrouter.topology.schema import STATUS_DEPLOYMENT, Topology
 
 
@@ -23,10 +24,15 @@ def build_app(args: dict[str, Any]) -> Application:
     configs = agent_configs(topology)
     agents = []
     for spec in topology.agents:
+        # A fixed replica count, or one that follows the agent's Kafka backlog (`scaling.py`).
+        replicas: dict[str, Any] = (
+            {"autoscaling_config": autoscaling_config(spec.autoscaling, spec.max_in_flight)}
+            if spec.autoscaling is not None else {"num_replicas": spec.replicas}
+        )
         agents.append(
             AgentDeployment.options(
                 name=spec.name,
-                num_replicas=spec.replicas,
+                **replicas,
                 ray_actor_options=actor_options(spec),
                 # Serve's request queue only carries status calls; queries come over Kafka.
                 max_ongoing_requests=16,

@@ -41,6 +41,23 @@ from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness
 STATUS_DEPLOYMENT = "status"
 
 
+class Autoscaling(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Replicas from the agent's Kafka backlog (`scaling.py`) instead of a fixed `replicas`.
+
+    The backlog is the records behind the agent's consumers plus the queries in work. More
+    replicas than the agent has input partitions sit idle (Kafka gives each partition to one
+    consumer of the group), so `max_replicas` beyond that buys nothing.
+    """
+
+    max_replicas: int
+    min_replicas: int = 1  # ≥ 1: with no replica, nobody reads the backlog that would scale it up
+    target_backlog: float | None = None  # per replica; default: the agent's max_in_flight
+    look_back_period_s: float = 10.0  # reports are averaged over this window
+    metrics_interval_s: float = 2.0  # how often each replica reports
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0
+
+
 class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str
     cost: float
@@ -55,6 +72,7 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     tags: list[str] = []
     prices: Prices | None = None
     replicas: int = 1
+    autoscaling: Autoscaling | None = None  # wins over `replicas`
     max_in_flight: int = 32
     max_tokens: int | None = None
     ray_actor_options: dict[str, Any] = {}

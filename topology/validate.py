@@ -9,7 +9,8 @@ What is checked, and why:
   with `on_exhausted: unanswered` a chain or tree must still reach a terminal agent, while a
   mesh may end such queries "unanswered" (with the reason) at its hop bound;
 - cycles (meshes) need a hop bound (`max_hops`) on top of the visited set;
-- numbers: costs ≥ 0, α in [0, 1], γ > 0, replicas/in-flight/partitions ≥ 1;
+- numbers: costs ≥ 0, α in [0, 1], γ > 0, replicas/in-flight/partitions ≥ 1, autoscaling
+  bounds 1 ≤ min ≤ max;
 - engines: a registered `type`;
 - trust and liveness: `reply_to_prefixes` are non-empty topic prefixes; timeouts are positive
   and the stall bound exceeds one query's worst handling; SASL names its user.
@@ -114,6 +115,17 @@ def validate(topology: Topology, source: str | None = None) -> None:
             problem(f"{where}.cost", f"must be ≥ 0, got {agent.cost}")
         if agent.replicas < 1:
             problem(f"{where}.replicas", f"must be ≥ 1, got {agent.replicas}")
+        if agent.autoscaling is not None:
+            scale = agent.autoscaling
+            if scale.min_replicas < 1:
+                problem(f"{where}.autoscaling.min_replicas", f"must be ≥ 1 (no replica reads the backlog), got {scale.min_replicas}")
+            if scale.max_replicas < scale.min_replicas:
+                problem(f"{where}.autoscaling.max_replicas", f"must be ≥ min_replicas ({scale.min_replicas}), got {scale.max_replicas}")
+            if scale.target_backlog is not None and scale.target_backlog <= 0:
+                problem(f"{where}.autoscaling.target_backlog", f"must be > 0, got {scale.target_backlog}")
+            if scale.look_back_period_s <= scale.metrics_interval_s:
+                problem(f"{where}.autoscaling.look_back_period_s",
+                        f"must exceed metrics_interval_s ({scale.metrics_interval_s:g}), got {scale.look_back_period_s:g}")
         if agent.max_in_flight < 1:
             problem(f"{where}.max_in_flight", f"must be ≥ 1, got {agent.max_in_flight}")
         kind = agent.engine.get("type")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,7 +49,14 @@ def kafka_bootstrap(broker: Broker) -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_serve() -> Iterator[None]:
+def metrics_port() -> int:
+    """Where the session's Ray node exports Prometheus metrics: http://127.0.0.1:<port>/metrics."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_serve(metrics_port: int) -> Iterator[int]:
+    """One local Ray cluster with Serve for the session; yields Serve's HTTP port (127.0.0.1)."""
     import ray
     from ray import serve
 
@@ -65,9 +74,11 @@ def ray_serve() -> Iterator[None]:
         _temp_dir=temp_dir,
         namespace=f"disrouter-tests-{uuid.uuid4().hex[:6]}",
         log_to_driver=bool(os.environ.get("DISROUTER_TEST_RAY_LOGS")),
+        _metrics_export_port=metrics_port,
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    yield
+    http_port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    yield http_port
     serve.shutdown()
     ray.shutdown()
 
@@ -193,6 +204,31 @@ class AnswerTap:
 @pytest.fixture
 def client_factory(kafka_bootstrap):
     return lambda namespace: Client(kafka_bootstrap, namespace)
+
+
+def scrape_metrics(port: int, namespace: str) -> dict[str, float]:
+    """The namespace's `disrouter_*` samples: {'name{label="v",…}': value}, Serve's labels dropped."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(ray_disrouter_\w+)\{(.*)\} ([0-9.e+-]+)$", line)
+        if not match or f'namespace="{namespace}"' not in match.group(2):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        keep = {k: v for k, v in labels.items() if k in ("agent", "decision", "direction", "scenario", "status", "le", "topic", "partition", "model", "outcome")}
+        key = match.group(1) + "{" + ",".join(f"{k}={v}" for k, v in sorted(keep.items())) + "}"
+        samples[key] = samples.get(key, 0.0) + float(match.group(3))
+    return samples
+
+
+async def metrics_until(port: int, namespace: str, want: dict[str, float], timeout_s: float = 90.0) -> dict[str, float]:
+    """Scrape until every wanted sample reaches its value (Ray exports every few seconds)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        samples = await asyncio.to_thread(scrape_metrics, port, namespace)
+        if all(samples.get(k, 0.0) >= v for k, v in want.items()) or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(1.0)
 
 
 TRACE = Path(__file__).resolve().parents[2] / "examples" / "replay-trace.jsonl"

@@ -1,11 +1,14 @@
 """`disrouter up` → `ask` → `down`: the README's first command path, with real processes."""
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import msgspec
+import openai
 
 from disrouter.actors.contracts import Answer
 from disrouter.stack.supervisor import _ray_pids, read_state
@@ -41,6 +44,16 @@ def test_up_ask_down_owns_its_processes(tmp_path):
         assert answer.status == "answered" and answer.answer == "903"
         assert [h.agent for h in answer.trail] == ["small", "medium"]
         assert [h.decision for h in answer.trail] == ["reject", "answer"]
+
+        # The same question through the OpenAI-compatible gateway `up` put on 127.0.0.1/v1.
+        assert state.gateway_app == "chain-gateway" and f"base_url http://127.0.0.1:{state.http_port}/v1" in up.stdout
+        base_url = f"http://127.0.0.1:{state.http_port}/v1"
+        with urllib.request.urlopen(f"{base_url}/models", timeout=30) as resp:  # the README's curl
+            assert "disrouter-balance" in {m["id"] for m in json.loads(resp.read())["data"]}
+        reply = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=120).chat.completions.create(
+            model="disrouter", messages=[{"role": "user", "content": "What is 43 * 21?"}])
+        assert reply.choices[0].message.content == "903"
+        assert [h["agent"] for h in reply.model_extra["disrouter"]["trail"]] == ["small", "medium"]
     finally:
         down = _cli("down", "--run-dir", str(run_dir), env=env, timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 from disrouter import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-OTHER_FOLDERS = ("topology", "stack", "client", "evaluation", "bench", "training")
+OTHER_FOLDERS = ("topology", "stack", "client", "gateway", "evaluation", "bench", "training")
 
 
 def imports(path: Path) -> set[str]:

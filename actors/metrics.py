@@ -1,0 +1,151 @@
+"""Prometheus metrics of one agent replica, through Ray Serve's metrics API.
+
+Ray exports them from every node's metrics agent (`ray start --metrics-export-port`), with the
+Serve tags `deployment`, `replica`, `application` added, and prefixes every name with `ray_`:
+`disrouter_agent_consumed` is scraped as `ray_disrouter_agent_consumed_total`.
+
+Three sources, chosen so the consume loop carries no metric code of its own:
+- the worker's `stats` counters (consumed, answered, rejected, dead-lettered, …) are turned into
+  Prometheus counters by their increments, on every `sample()`;
+- each published outcome (`observe`): the hop's decision latency and tokens, and at the egress
+  (the agent that ends a query) its hops, latency, tokens and dollars per scenario;
+- the consumer: lag per assigned partition (end offset − position) and queries in flight,
+  sampled every `interval_s`; the same numbers are the agent's autoscaling signal (`backlog`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+from disrouter.actors.contracts import Answer, Hop
+
+if TYPE_CHECKING:
+    from disrouter.actors.worker import AgentWorker
+
+log = structlog.get_logger("disrouter.metrics")
+
+# The worker's stats counters exported as Prometheus counters (the rest stay in `disrouter status`).
+COUNTED = ("consumed", "answered", "rejected", "unanswered", "dead_lettered", "timed_out", "publish_failed")
+LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000]
+# Between whole numbers, so each bucket holds exact hop counts (Ray's exported `_sum` is built
+# from bucket midpoints: use `disrouter_query_visits_total / disrouter_query_answers_total` for the mean).
+HOPS: list[float] = [1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 8.5, 12.5, 16.5, 32.5]
+
+
+def _inc(counter: Counter, value: float | None, tags: dict[str, str]) -> None:
+    # Ray's counters refuse an increment of 0 (no tokens, an unanswered query's cost of 0).
+    if value:
+        counter.inc(value, tags)
+
+
+def _keys(*names: str) -> Any:
+    # Ray types `tag_keys` as a 1-tuple (`Tuple[str]`); any tuple of names is what it takes.
+    return names
+
+
+class AgentMetrics:
+    def __init__(self, agent: str, namespace: str) -> None:
+        self.tags = {"agent": agent, "namespace": namespace}
+        keys = ("agent", "namespace")  # every metric of an agent carries these
+        self.counters = {
+            name: Counter(f"disrouter_agent_{name}", f"Queries {name.replace('_', ' ')} by this agent", tag_keys=_keys(*keys))
+            for name in COUNTED
+        }
+        self.decision_ms = Histogram("disrouter_agent_decision_latency_ms", "Engine call + decision of one hop, ms",
+                                     boundaries=LATENCY_MS, tag_keys=_keys(*keys, "decision"))
+        self.tokens = Counter("disrouter_agent_tokens", "Tokens this agent's engine read and generated",
+                              tag_keys=_keys(*keys, "direction"))
+        self.in_flight = Gauge("disrouter_agent_in_flight", "Queries in work in this replica", tag_keys=_keys(*keys))
+        self.lag = Gauge("disrouter_agent_consumer_lag", "Records behind the consumer's position, per partition",
+                         tag_keys=_keys(*keys, "topic", "partition"))
+        # Per query, recorded by the agent that ends it (the egress of the network).
+        egress = (*keys, "scenario", "status")
+        self.answers = Counter("disrouter_query_answers", "Queries ended here (answered or unanswered)", tag_keys=_keys(*egress))
+        self.hops = Histogram("disrouter_query_hops", "Agents a query visited", boundaries=HOPS, tag_keys=_keys(*egress))
+        self.visits = Counter("disrouter_query_visits", "Hops of ended queries, summed (exact mean hops)", tag_keys=_keys(*egress))
+        self.latency_ms = Histogram("disrouter_query_latency_ms", "Sum of a query's hop latencies (engine time), ms",
+                                    boundaries=LATENCY_MS, tag_keys=_keys(*egress))
+        self.query_tokens = Counter("disrouter_query_tokens", "Tokens over every hop of ended queries",
+                                    tag_keys=_keys(*egress, "direction"))
+        self.query_usd = Counter("disrouter_query_cost_usd", "Dollars over every hop of ended queries", tag_keys=_keys(*egress))
+        self.query_cost = Counter("disrouter_query_cost", "Normalised cost (the paper's metric) of ended queries",
+                                  tag_keys=_keys(*egress))
+        self._seen: Tally[str] = Tally()
+        self._lagging: set[tuple[str, str]] = set()
+        self.backlog = 0.0  # last sampled lag over this replica's partitions + in flight
+
+    def _with(self, **extra: str) -> dict[str, str]:
+        return {**self.tags, **extra}
+
+    # --- per outcome -----------------------------------------------------------------------------
+
+    def hop(self, hop: Hop) -> None:
+        """One hop of this agent was published (a reject passed on, or the query ended here)."""
+        try:
+            self.decision_ms.observe(hop.latency_ms, self._with(decision=hop.decision))
+            _inc(self.tokens, hop.tokens_in, self._with(direction="in"))
+            _inc(self.tokens, hop.tokens_out, self._with(direction="out"))
+        except Exception as exc:  # noqa: BLE001 - a metric must never fail a published hop
+            log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
+
+    def ended(self, answer: Answer) -> None:
+        """A query ends at this agent: its own hop, and the query as a whole."""
+        if answer.trail and answer.trail[-1].agent == self.tags["agent"]:
+            self.hop(answer.trail[-1])
+        try:
+            tags = self._with(scenario=answer.scenario.value if answer.scenario else "alpha", status=answer.status)
+            totals = answer.totals
+            self.answers.inc(1, tags)
+            self.hops.observe(totals.hops, tags)
+            _inc(self.visits, totals.hops, tags)
+            self.latency_ms.observe(totals.latency_ms, tags)
+            _inc(self.query_tokens, totals.tokens_in, {**tags, "direction": "in"})
+            _inc(self.query_tokens, totals.tokens_out, {**tags, "direction": "out"})
+            _inc(self.query_cost, answer.cost, tags)
+            _inc(self.query_usd, totals.cost_usd, tags)
+        except Exception as exc:  # noqa: BLE001 - a metric must never fail a published answer
+            log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
+
+    # --- sampled ---------------------------------------------------------------------------------
+
+    async def sample(self, worker: AgentWorker) -> None:
+        for name in COUNTED:
+            delta = worker.stats[name] - self._seen[name]
+            if delta > 0:
+                self.counters[name].inc(delta, self.tags)
+                self._seen[name] = worker.stats[name]
+        in_flight = len(worker.works())
+        self.in_flight.set(in_flight, self.tags)
+        consumer = worker.consumer
+        tps = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        total = 0
+        lagging = set()
+        if tps:
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                lag = max(0, ends[tp] - await consumer.position(tp))
+                total += lag
+                key = (tp.topic, str(tp.partition))
+                lagging.add(key)
+                self.lag.set(lag, self._with(topic=key[0], partition=key[1]))
+        for topic, partition in self._lagging - lagging:  # moved to another replica: not ours to report
+            self.lag.set(0, self._with(topic=topic, partition=partition))
+        self._lagging = lagging
+        self.backlog = float(total + in_flight)
+
+    async def run(self, worker: AgentWorker, interval_s: float = 2.0) -> None:
+        """Sample until cancelled; a failed sample (a rebalance, the broker away) is skipped."""
+        while True:
+            try:
+                await self.sample(worker)
+            except Exception as exc:  # noqa: BLE001 - metrics never take the replica down
+                log.debug("metrics_sample_failed", agent=self.tags["agent"], error=repr(exc))
+            await asyncio.sleep(interval_s)
+
+    def autoscaling_stats(self) -> dict[str, Any]:
+        return {"backlog": self.backlog}
