@@ -11,18 +11,25 @@ wait forever would hold its partition's commits forever. Here:
 - `dead_letter` reports whether the record's fate is now recorded: True when the letter is on
   the broker, or when it can never be (an error not worth retrying; logged as an error); False
   when the broker looks away, so the caller leaves the offset unfinished and it is redelivered.
+
+Batching (the hot path): every in-flight query publishes its own outcome and awaits its own
+acknowledgement, but the records published in one turn of the event loop are gathered per
+topic-partition and handed to aiokafka as one batch (`create_batch`/`send_batch`): one future,
+one timer and one produce entry per partition batch instead of per record. A record counts as
+published only once the broker acknowledged its batch, so at-least-once holds as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 
 from disrouter.actors.config import AgentConfig
 from disrouter.actors.contracts import DeadLetter
@@ -33,11 +40,24 @@ log = structlog.get_logger("disrouter.publisher")
 
 # Room left in a request for the record's key, headers and framing.
 _RECORD_OVERHEAD = 4096
+# Records up to this size go into shared batches (aiokafka's batch is 16 kB, so at least one
+# always fits an empty one); larger ones, rare, take aiokafka's own path (`send`), which checks
+# them against `max_request_size` and gives each a batch of its own.
+_BATCHED_BYTES = 8192
 
 
 def retriable(exc: BaseException) -> bool:
     """Whether retrying could help: the broker's own verdict, plus client-side timeouts."""
     return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and bool(exc.retriable))
+
+
+class _Record:
+    """One record waiting for its batch: the publisher's task awaits `acked`."""
+
+    __slots__ = ("value", "key", "headers", "acked")
+
+    def __init__(self, value: bytes, key: bytes, headers: list[tuple[str, bytes]], acked: asyncio.Future) -> None:
+        self.value, self.key, self.headers, self.acked = value, key, headers, acked
 
 
 class Publisher:
@@ -46,6 +66,13 @@ class Publisher:
         self.producer = producer
         self.envelope = envelope
         self.stats = stats
+        # The partition of a key, as the producer's own `send` would pick it (same keys, same
+        # partitions: a query's hand-offs and answer keep their order per key).
+        self._partitioner = DefaultPartitioner()
+        # Records published in this turn of the event loop, per (topic, partition), sent at its end.
+        self._queued: defaultdict[tuple[str, int], list[_Record]] = defaultdict(list)
+        self._flush_scheduled = False
+        self._senders: set[asyncio.Task] = set()
 
     async def publish(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
         deadline = time.monotonic() + self.config.timeouts.publish_s
@@ -53,10 +80,15 @@ class Publisher:
         while True:
             try:
                 # One attempt gets its share of the budget (never more than is left): a hung
-                # request is abandoned and the record sent afresh.
-                attempt = min(self.config.timeouts.publish_attempt_s, deadline - time.monotonic())
-                async with asyncio.timeout(max(0.1, attempt)):
-                    await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+                # request is abandoned and the record sent afresh. A full share is bounded by
+                # its batch's own timer (`_send_batch`); only a last, shorter one needs a timer
+                # of its own.
+                left = deadline - time.monotonic()
+                if left >= self.config.timeouts.publish_attempt_s:
+                    await self._send(topic, value, key, headers or [])
+                else:
+                    async with asyncio.timeout(max(0.1, left)):
+                        await self._send(topic, value, key, headers or [])
                 return
             except asyncio.CancelledError:
                 raise
@@ -70,6 +102,59 @@ class Publisher:
             log.warning("publish_retry", agent=self.config.name, topic=topic, key=key.decode("utf-8", "replace"), error=reason, delay_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+        """One attempt: returns once the broker acknowledged the record's batch."""
+        if len(value) + len(key) > _BATCHED_BYTES:
+            async with asyncio.timeout(self.config.timeouts.publish_attempt_s):
+                await self.producer.send_and_wait(topic, value, key=key, headers=headers)
+            return
+        cluster = self.producer.client.cluster
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:  # metadata not loaded yet (first record to this topic): wait for it
+            partitions = await self.producer.partitions_for(topic)
+        partition = self._partitioner(key, sorted(partitions), list(cluster.available_partitions_for_topic(topic)))
+        loop = asyncio.get_running_loop()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        record = _Record(value, key, headers, loop.create_future())
+        self._queued[(topic, partition)].append(record)
+        await record.acked
+
+    def _flush(self) -> None:
+        """End of the turn: one sender task per partition with records queued."""
+        queued, self._queued, self._flush_scheduled = self._queued, defaultdict(list), False
+        for (topic, partition), records in queued.items():
+            task = asyncio.create_task(self._send_batch(topic, partition, records))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+
+    async def _send_batch(self, topic: str, partition: int, records: list[_Record]) -> None:
+        """Send `records` as one batch (more when they overflow one) and settle each record's
+        future with the outcome: acknowledged, or the error its publisher classifies."""
+        try:
+            async with asyncio.timeout(self.config.timeouts.publish_attempt_s):
+                acks = []
+                batch = self.producer.create_batch()
+                for record in records:
+                    if batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+                        acks.append(await self.producer.send_batch(batch, topic, partition=partition))  # full
+                        batch = self.producer.create_batch()
+                        batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+                acks.append(await self.producer.send_batch(batch, topic, partition=partition))
+                await asyncio.gather(*acks)
+        except BaseException as exc:  # handed to each record's publisher, which classifies it
+            failed = exc if isinstance(exc, Exception) else KafkaTimeoutError("the batch's sender was cancelled")
+            for record in records:
+                if not record.acked.done():
+                    record.acked.set_exception(failed)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for record in records:
+            if not record.acked.done():  # its publisher may have given up (cancelled) meanwhile
+                record.acked.set_result(None)
 
     async def dead_letter(
         self,
