@@ -13,17 +13,20 @@ wait forever would hold its partition's commits forever. Here:
   when the broker looks away, so the caller leaves the offset unfinished and it is redelivered.
 
 Batching (the hot path): every in-flight query publishes its own outcome and awaits its own
-acknowledgement, but the records published in one turn of the event loop are gathered per
-topic-partition and handed to aiokafka as one batch (`create_batch`/`send_batch`): one future,
-one timer and one produce entry per partition batch instead of per record. A record counts as
-published only once the broker acknowledged its batch, so at-least-once holds as before.
+acknowledgement, but records are gathered per topic-partition (all those published while the
+partition's previous batch waits its turn) and handed to aiokafka as one batch
+(`create_batch`/`send_batch`): one future and one timer per batch instead of aiokafka's
+per-record send path. A record counts as published only once the broker acknowledged its
+batch, so at-least-once holds as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -69,10 +72,10 @@ class Publisher:
         # The partition of a key, as the producer's own `send` would pick it (same keys, same
         # partitions: a query's hand-offs and answer keep their order per key).
         self._partitioner = DefaultPartitioner()
-        # Records published in this turn of the event loop, per (topic, partition), sent at its end.
+        # Records waiting for their partition's next batch, and the task handing that partition's
+        # batches to aiokafka (one per partition while it has records to send).
         self._queued: defaultdict[tuple[str, int], list[_Record]] = defaultdict(list)
-        self._flush_scheduled = False
-        self._senders: set[asyncio.Task] = set()
+        self._submitters: dict[tuple[str, int], asyncio.Task] = {}
 
     async def publish(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
         deadline = time.monotonic() + self.config.timeouts.publish_s
@@ -113,48 +116,50 @@ class Publisher:
         partitions = cluster.partitions_for_topic(topic)
         if not partitions:  # metadata not loaded yet (first record to this topic): wait for it
             partitions = await self.producer.partitions_for(topic)
-        partition = self._partitioner(key, sorted(partitions), list(cluster.available_partitions_for_topic(topic)))
-        loop = asyncio.get_running_loop()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-        record = _Record(value, key, headers, loop.create_future())
-        self._queued[(topic, partition)].append(record)
+        tp = (topic, self._partitioner(key, sorted(partitions), list(cluster.available_partitions_for_topic(topic))))
+        record = _Record(value, key, headers, asyncio.get_running_loop().create_future())
+        self._queued[tp].append(record)
+        if tp not in self._submitters:  # else the partition's submitter takes it with its next batch
+            self._submitters[tp] = asyncio.create_task(self._submit(tp))
         await record.acked
 
-    def _flush(self) -> None:
-        """End of the turn: one sender task per partition with records queued."""
-        queued, self._queued, self._flush_scheduled = self._queued, defaultdict(list), False
-        for (topic, partition), records in queued.items():
-            task = asyncio.create_task(self._send_batch(topic, partition, records))
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
-
-    async def _send_batch(self, topic: str, partition: int, records: list[_Record]) -> None:
-        """Send `records` as one batch (more when they overflow one) and settle each record's
-        future with the outcome: acknowledged, or the error its publisher classifies."""
+    async def _submit(self, tp: tuple[str, int]) -> None:
+        """Hand a partition's queued records to aiokafka as batches, one at a time: aiokafka
+        takes a partition's next batch once the last one left for the broker, and records
+        published meanwhile gather for the batch after it. Each batch settles its records'
+        futures when the broker acknowledges it, or fails them after one publish attempt."""
+        topic, partition = tp
+        loop = asyncio.get_running_loop()
+        attempt_s = self.config.timeouts.publish_attempt_s
+        records: list[_Record] = []
         try:
-            async with asyncio.timeout(self.config.timeouts.publish_attempt_s):
-                acks = []
-                batch = self.producer.create_batch()
-                for record in records:
-                    if batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
-                        acks.append(await self.producer.send_batch(batch, topic, partition=partition))  # full
-                        batch = self.producer.create_batch()
-                        batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
-                acks.append(await self.producer.send_batch(batch, topic, partition=partition))
-                await asyncio.gather(*acks)
-        except BaseException as exc:  # handed to each record's publisher, which classifies it
-            failed = exc if isinstance(exc, Exception) else KafkaTimeoutError("the batch's sender was cancelled")
-            for record in records:
-                if not record.acked.done():
-                    record.acked.set_exception(failed)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            while records := self._queued.pop(tp, []):
+                for batch, members in self._batches(records):
+                    try:
+                        acked = await self.producer.send_batch(batch, topic, partition=partition)
+                    except Exception as exc:  # noqa: BLE001 - each record's publisher classifies it
+                        _settle(members, exc)
+                        continue
+                    # One timer per batch bounds the attempt of all its records.
+                    expiry = loop.call_later(attempt_s, _settle, members, KafkaTimeoutError("no acknowledgement in time"))
+                    acked.add_done_callback(functools.partial(_acknowledged, members, expiry))
+        except BaseException:  # cancelled (the loop is closing): no record may wait for ever
+            _settle(records + self._queued.pop(tp, []), KafkaTimeoutError("publishing stopped"))
+            raise
+        finally:
+            # Here, not in a done callback: a record queued after this point starts a new submitter.
+            del self._submitters[tp]
+
+    def _batches(self, records: list[_Record]) -> Iterator[tuple[Any, list[_Record]]]:
+        """`records` in as few aiokafka batches as hold them (each ≤ `_BATCHED_BYTES` fits an empty one)."""
+        batch, members = self.producer.create_batch(), list[_Record]()
         for record in records:
-            if not record.acked.done():  # its publisher may have given up (cancelled) meanwhile
-                record.acked.set_result(None)
+            if batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers) is None:
+                yield batch, members  # full
+                batch, members = self.producer.create_batch(), list[_Record]()
+                batch.append(timestamp=None, key=record.key, value=record.value, headers=record.headers)
+            members.append(record)
+        yield batch, members
 
     async def dead_letter(
         self,
@@ -200,3 +205,19 @@ class Publisher:
         log.warning("dead_letter", agent=cfg.name, reason=reason, kind=kind, topic=record.topic, offset=record.offset,
                     truncated=letter.value_truncated)
         return True
+
+
+def _acknowledged(records: list[_Record], expiry: asyncio.TimerHandle, acked: asyncio.Future) -> None:
+    expiry.cancel()
+    _settle(records, acked.exception() if not acked.cancelled() else KafkaTimeoutError("the batch was cancelled"))
+
+
+def _settle(records: list[_Record], error: BaseException | None) -> None:
+    """Tell each record's publisher how its batch went (once: a later word is ignored)."""
+    for record in records:
+        if record.acked.done():  # settled already, or its publisher gave up (cancelled)
+            continue
+        if error is None:
+            record.acked.set_result(None)
+        else:
+            record.acked.set_exception(error)
