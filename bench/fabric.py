@@ -423,7 +423,7 @@ def main() -> None:
                      # A short floor (a smoke run) can use less CPU than the clock's 10 ms tick shows.
                      (f"{sum(per_query.values()) / (MESSAGES_PER_QUERY * floor_us):.1f}× the floor's {MESSAGES_PER_QUERY} messages"
                       if floor_us else "the floor's CPU below the clock's tick")
-                     + "; machine {cpu.machine_busy / cpu.machine_total:.0%} busy, "
+                     + f"; machine {cpu.machine_busy / cpu.machine_total:.0%} busy, "
                      f"{sum(cpu.per_process.values()) / cpu.machine_total:.0%} of it here"))
     width = max(len(r[0]) for r in rows)
     value_width = max(len(r[1]) for r in rows)
