@@ -38,7 +38,10 @@ async def batch_answers(bootstrap: str, topic: str, ids: list[str]) -> None:
                 batch = producer.create_batch()
                 for qid in batch_ids:
                     value = encoder.encode(Answer(id=qid, status="answered", alpha=0.5))
-                    assert batch.append(timestamp=None, key=qid.encode(), value=value, headers=[]) is not None
+                    if batch.append(timestamp=None, key=qid.encode(), value=value, headers=[]) is None:  # full
+                        acks.append(await producer.send_batch(batch, topic, partition=partition))
+                        batch = producer.create_batch()
+                        batch.append(timestamp=None, key=qid.encode(), value=value, headers=[])
                 acks.append(await producer.send_batch(batch, topic, partition=partition))
             del submitters[partition]
 
