@@ -7,6 +7,7 @@ design is at-least-once: publish, then commit; consumers of answers de-duplicate
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,62 @@ async def committed_offsets(spec: KafkaSpec, group: str, topic: str) -> dict[Top
         return out
     finally:
         await probe.stop()
+
+
+# How long a reader waits for the records of a gap in a partition's offsets before taking the
+# gap as real (a compacted topic, transaction markers), re-reading from its start meanwhile.
+GAP_PATIENCE_S = 5.0
+
+
+class GapGuard:
+    """Keeps a tail reader from skipping records that the broker serves out of order.
+
+    With several producers writing one partition, Tansu (the local broker) can serve a later
+    record batch before an earlier one is readable: a fetch then returns offsets …41, 48… and
+    the reader's position moves past 42–47, which it never sees, although the broker
+    acknowledged them and serves them to a later read. DiSRouter's topics are neither
+    compacted nor transactional, so their offsets are dense: a jump is such a batch. `check`
+    drops the records after the jump and seeks back to it, so they are read again, in order,
+    once the batch is readable; a gap still there after `GAP_PATIENCE_S` is taken as real.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, patience_s: float = GAP_PATIENCE_S) -> None:
+        self.consumer = consumer
+        self.patience_s = patience_s
+        self.rereads = 0
+        self._next: dict[TopicPartition, int] = {}  # the offset after the last record passed on
+        self._gaps: dict[tuple[TopicPartition, int], float] = {}  # gap start → first seen (monotonic)
+
+    def check(self, batches: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        out = {}
+        assigned = self.consumer.assignment() if batches else set()
+        for tp, records in batches.items():
+            expected = self._next.get(tp)
+            for i, record in enumerate(records):
+                if expected is not None and record.offset > expected and not self._accept_gap(tp, expected):
+                    if tp in assigned:  # (a partition a rebalance took is read afresh by its next owner)
+                        self.consumer.seek(tp, expected)  # also drops what was fetched after the gap
+                    self.rereads += 1
+                    records = records[:i]
+                    break
+                expected = record.offset + 1
+            if records:
+                self._next[tp] = records[-1].offset + 1
+                out[tp] = records
+        if self._gaps:  # gaps read since are closed
+            self._gaps = {k: v for k, v in self._gaps.items() if k[1] >= self._next.get(k[0], 0)}
+        return out
+
+    def _accept_gap(self, tp: TopicPartition, start: int) -> bool:
+        now = time.monotonic()
+        first = self._gaps.setdefault((tp, start), now)
+        if now - first < self.patience_s:
+            return False
+        del self._gaps[(tp, start)]
+        return True
+
+    def forget(self, tps: Iterable[TopicPartition] | None = None) -> None:
+        """After a seek or a new assignment: the next record of these partitions is where reading is."""
+        for tp in list(self._next) if tps is None else tps:
+            self._next.pop(tp, None)
+        self._gaps = {k: v for k, v in self._gaps.items() if k[0] in self._next}

@@ -39,7 +39,7 @@ from disrouter.actors.decision import resolve_alpha
 from disrouter.actors.engine import Engine
 from disrouter.actors.envelope import Envelope
 from disrouter.actors.errors import MalformedMessage, PublishFailed
-from disrouter.actors.kafka import committed_offsets, ensure_topics, list_topics, make_consumer, make_producer
+from disrouter.actors.kafka import GapGuard, committed_offsets, ensure_topics, list_topics, make_consumer, make_producer
 from disrouter.actors.metrics import AgentMetrics
 from disrouter.actors.publisher import Publisher
 from disrouter.actors.rebalance import RebalanceFence, Work
@@ -103,6 +103,9 @@ class AgentWorker:
         self._producer = make_producer(cfg.kafka, max_request_size=cfg.limits.publish_bytes,
                                        request_timeout_ms=int(cfg.timeouts.publish_attempt_s * 1000))
         self._consumer = make_consumer(cfg.kafka, group_id=cfg.group_id, max_poll_records=cfg.max_in_flight)
+        # A record the broker serves out of order is read again, never skipped: a skipped offset
+        # would be committed past, and its query lost.
+        self._gaps = GapGuard(self._consumer)
         self._publisher = Publisher(cfg, self._producer, self.envelope, self.stats)
         await self._producer.start()
         self._consumer.subscribe([*cfg.input_topics, *self._orphans], listener=self._fence)
@@ -244,10 +247,10 @@ class AgentWorker:
                 # aiokafka leaves the group when the consumer has not polled for
                 # max_poll_interval_ms. A rebalance meanwhile hands over unpaused partitions.
                 self._pause(True)
-                batches = await consumer.getmany(timeout_ms=0)
+                batches = self._gaps.check(await consumer.getmany(timeout_ms=0))
             else:
                 self._pause(False)
-                batches = await consumer.getmany(timeout_ms=100, max_records=free)
+                batches = self._gaps.check(await consumer.getmany(timeout_ms=100, max_records=free))
             assigned = consumer.assignment()
             for tp, records in batches.items():
                 if tp not in assigned:
@@ -280,8 +283,10 @@ class AgentWorker:
         self._paused = pause
 
     def assignment_changed(self) -> None:
-        # A new assignment starts unpaused; the loop pauses it again if it is still full.
+        # A new assignment starts unpaused; the loop pauses it again if it is still full. Its
+        # partitions are read from where the group (or a resumed fence) puts them.
         self._paused = False
+        self._gaps.forget()
 
     def works(self) -> list[Work]:
         return list(self._work.values())

@@ -27,7 +27,7 @@ from disrouter.actors import topics
 from disrouter.actors.boundary import signed_query
 from disrouter.actors.config import KafkaSpec, TrustSpec
 from disrouter.actors.contracts import AGENT_ONLY_FIELDS, Answer, Query
-from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.kafka import GapGuard, ensure_topics, make_consumer, make_producer
 from disrouter.actors.trust import TrustKeyError, TrustKeys
 
 _DEFAULTS = Query(prompt="-")
@@ -82,6 +82,8 @@ class Client:
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, before any query is produced
             await self._consumer.position(tp)
+        # Answers a broker serves out of order are read again, not skipped (`GapGuard`).
+        self._gaps = GapGuard(self._consumer)
         self._reader = asyncio.create_task(self._read())
         return self
 
@@ -118,7 +120,7 @@ class Client:
 
     async def _read(self) -> None:
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200)
+            batches = self._gaps.check(await self._consumer.getmany(timeout_ms=200))
             await self._rewind_restarted_partitions(set(batches))
             for records in batches.values():
                 for record in records:
@@ -143,6 +145,7 @@ class Client:
             if end is not None and await self._consumer.position(tp) > end:
                 self.rewinds += 1
                 await self._consumer.seek_to_beginning(tp)
+                self._gaps.forget([tp])
 
     def _forget(self, query_id: str, future: asyncio.Future[Answer]) -> None:
         """A future is done (answered, timed out, cancelled): it leaves the pending table, and

@@ -114,7 +114,7 @@ class AnswerLog(AnswerTap):
 
     async def _read(self) -> None:
         while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+            for records in (await self.read()).values():
                 for record in records:
                     answer = msgspec.json.decode(record.value, type=Answer)
                     self.answers.append(answer)

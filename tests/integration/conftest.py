@@ -23,7 +23,7 @@ import pytest
 
 from disrouter.actors.config import KafkaSpec
 from disrouter.actors.contracts import Answer, Query
-from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.actors.kafka import GapGuard, ensure_topics, make_consumer, make_producer
 from disrouter.stack.supervisor import Broker, free_port
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -173,13 +173,18 @@ class AnswerTap:
         await ensure_topics(self.spec, [self.topic])
         self.consumer = make_consumer(self.spec, self.topic, group_id=None, auto_offset_reset="earliest")
         await self.consumer.start()
+        self.gaps = GapGuard(self.consumer)
         self._task = asyncio.create_task(self._read())
         return self
 
     async def _read(self) -> None:
         while True:
-            for records in (await self.consumer.getmany(timeout_ms=200)).values():
+            for records in (await self.read()).values():
                 self.ids += [msgspec.json.decode(r.value, type=Answer).id for r in records]
+
+    async def read(self) -> dict:
+        """One fetch; records the broker serves out of order are read again, not skipped."""
+        return self.gaps.check(await self.consumer.getmany(timeout_ms=200))
 
     async def __aexit__(self, *exc) -> None:
         self._task.cancel()
