@@ -31,7 +31,7 @@ _DEFAULTS = Query(prompt="-")
 
 def reply_to_problem(namespace: str, prefixes: list[str] | None, reply_to: str) -> str | None:
     """Why an answer may not be written to `reply_to`, or None when it may."""
-    internal = {topics.ingress(namespace), topics.dlq(namespace)}
+    internal = {topics.ingress(namespace), topics.dlq(namespace), topics.stream(namespace)}
     if reply_to in internal or reply_to.startswith(topics.agent(namespace, "")):
         return f"`reply_to` {reply_to!r} is an internal topic of namespace {namespace!r}"
     allowed = prefixes if prefixes is not None else [f"{namespace}."]

@@ -66,7 +66,7 @@ def test_one_kafka_topic_per_topic_of_the_topology(overlay, built):
     _, topology = load_topology(K8S / "overlays" / overlay / "topology.yaml")
     names = sorted(t["spec"]["topicName"] for t in of_kind(built[overlay], "KafkaTopic"))
     ns = topology.namespace
-    assert names == sorted([f"{ns}.ingress", f"{ns}.answers", f"{ns}.dlq", *(f"{ns}.agent.{a.name}" for a in topology.agents)])
+    assert names == sorted([f"{ns}.ingress", f"{ns}.answers", f"{ns}.stream", f"{ns}.dlq", *(f"{ns}.agent.{a.name}" for a in topology.agents)])
     for topic in of_kind(built[overlay], "KafkaTopic"):
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == k8s.KAFKA_CLUSTER
         assert topic["spec"]["replicas"] == topology.kafka.replication_factor
