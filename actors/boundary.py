@@ -3,7 +3,8 @@
 An agent reads two kinds of input, told apart by topic:
 
 - `<ns>.ingress` (clients): a client sets the prompt, its scenario or α, tags, metadata, an id,
-  a lower hop bound and a `reply_to` the topology allows. The fields only agents write
+  a lower hop bound, a `reply_to` the topology allows, and whether the answer's text is
+  streamed while generated (`stream`, to `<ns>.stream`, never elsewhere). The fields only agents write
   (`contracts.AGENT_ONLY_FIELDS`: the trail, from which visited agents, `forced` and the
   totals derive, and `force_answer`) are refused.
 - `<ns>.agent.<name>` (hand-offs): only messages signed with the shared trust key

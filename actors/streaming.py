@@ -80,14 +80,14 @@ class ChunkPublisher:
         """The reply so far (it only grows). Never blocks, never raises."""
         if self._closed or (self._task is not None and self._task.done()):
             return  # closed, or gave up
+        if self.released.startswith(text):
+            return  # nothing new (a retried engine call catching up with what was released)
         if not text.startswith(self.released):
             # A retried engine call that says something else: what was sent cannot be taken
             # back, so stop here; the Answer has the text.
             log.warning("stream_diverged", query_id=self.query_id, agent=self.agent, sent_chars=len(self.released))
             self.stats["stream_diverged"] += 1
             self.close()
-            return
-        if len(text) == len(self.released):
             return
         self.released = text
         self._wake.set()

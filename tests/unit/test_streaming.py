@@ -214,6 +214,23 @@ async def test_a_failed_chunk_is_counted_and_its_text_resent_with_the_next():
     publisher.close()
 
 
+async def test_a_retried_engine_call_continues_the_stream_or_stops_it():
+    producer = FakeProducer()
+    producer.release.set()
+    stats: Counter[str] = Counter()
+    publisher = ChunkPublisher(producer, "ns.stream", "q", "small", stats)  # type: ignore[arg-type]
+    for prefix in ("The", "The answer", "T", "The", "The answer", "The answer is"):  # failed once, then again
+        publisher.offer(prefix)
+        await _settle(publisher)
+    text = TextAssembler()
+    assert "".join(text.feed(c) for c in producer.sent) == "The answer is"
+    publisher.offer("Something else")  # a retry that says otherwise: streaming stops there
+    publisher.offer("Something else, longer")
+    await _settle(publisher)
+    assert stats["stream_diverged"] == 1 and producer.sent[-1].text == " is"
+    publisher.close()
+
+
 async def test_a_hung_broker_never_holds_the_hop():
     producer = FakeProducer(hang=True)
     stats: Counter[str] = Counter()
