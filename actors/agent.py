@@ -23,6 +23,7 @@ from disrouter.actors.decision import confident_enough, is_reject, resolve_alpha
 from disrouter.actors.engine import Engine, EngineRequest, EngineResult
 from disrouter.actors.errors import EngineError
 from disrouter.actors.routing import next_hop
+from disrouter.actors.streaming import ReleaseGate, TextSink
 
 log = structlog.get_logger("disrouter.agent")
 
@@ -63,7 +64,9 @@ class Agent:
         bounds = [b for b in (query.max_hops, self.config.max_hops) if b is not None]
         return min(bounds) if bounds else self.config.limits.max_hops
 
-    async def process(self, query: Query) -> Outcome:
+    async def process(self, query: Query, on_text: TextSink | None = None) -> Outcome:
+        """`on_text`: where the reply's text goes while it is generated, once this agent is
+        certain to answer with it (a query that asked for streaming, an engine that streams)."""
         cfg = self.config
         bound = log.bind(query_id=query.id, agent=cfg.name, hop=len(query.trail) + 1)
         alpha, scenario = resolve_alpha(query.alpha, query.scenario, cfg.default_alpha)
@@ -91,8 +94,14 @@ class Agent:
             want_confidence=cfg.awareness == "confidence",
             max_tokens=cfg.max_tokens,
         )
+        # Text is released only once the decision is certain to be an answer: from the start
+        # where the agent must answer, after the first tokens in generative mode, never in
+        # confidence mode (the confidence of the whole reply decides).
+        gate = None
+        if on_text is not None and getattr(self.engine, "streams_text", False) and (must_answer or cfg.awareness == "generative"):
+            gate = ReleaseGate(on_text, certain=must_answer)
         started = time.perf_counter()
-        result, error = await self._generate(request, bound)
+        result, error = await self._generate(request, bound, gate)
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
 
         spent = result  # what the engine used, even on a reply the agent cannot use
@@ -164,10 +173,12 @@ class Agent:
         alpha, scenario = resolve_alpha(query.alpha, query.scenario, cfg.default_alpha)
         return self._final(query, trail, alpha, scenario, None, f"{reason}, with no agent left to take it")
 
-    async def _generate(self, request: EngineRequest, bound) -> tuple[EngineResult | None, str | None]:
+    async def _generate(self, request: EngineRequest, bound, on_text: TextSink | None = None) -> tuple[EngineResult | None, str | None]:
         error = None
         for attempt in range(self.config.engine_retries + 1):
             try:
+                if on_text is not None:
+                    return await self.engine.generate(request, on_text=on_text), None
                 return await self.engine.generate(request), None
             except asyncio.CancelledError:
                 raise

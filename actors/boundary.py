@@ -3,7 +3,8 @@
 An agent reads two kinds of input, told apart by topic:
 
 - `<ns>.ingress` (clients): a client sets the prompt, its scenario or α, tags, metadata, an id,
-  a lower hop bound and a `reply_to` the topology allows. The fields only agents write
+  a lower hop bound, a `reply_to` the topology allows, and whether the answer's text is
+  streamed while generated (`stream`, to `<ns>.stream`, never elsewhere). The fields only agents write
   (`contracts.AGENT_ONLY_FIELDS`: the trail, from which visited agents, `forced` and the
   totals derive, and `force_answer`) are refused.
 - `<ns>.agent.<name>` (hand-offs): only messages signed with the shared trust key
@@ -31,7 +32,7 @@ _DEFAULTS = Query(prompt="-")
 
 def reply_to_problem(namespace: str, prefixes: list[str] | None, reply_to: str) -> str | None:
     """Why an answer may not be written to `reply_to`, or None when it may."""
-    internal = {topics.ingress(namespace), topics.dlq(namespace)}
+    internal = {topics.ingress(namespace), topics.dlq(namespace), topics.stream(namespace)}
     if reply_to in internal or reply_to.startswith(topics.agent(namespace, "")):
         return f"`reply_to` {reply_to!r} is an internal topic of namespace {namespace!r}"
     allowed = prefixes if prefixes is not None else [f"{namespace}."]

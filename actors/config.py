@@ -164,6 +164,9 @@ class AgentConfig(msgspec.Struct, omit_defaults=True):
     input_topics: list[str]
     answers_topic: str
     dlq_topic: str
+    # Where the answer's text goes as it is generated, for queries that ask (`Query.stream`);
+    # None: this agent never streams.
+    stream_topic: str | None = None
     next: list[Peer] = []
     policy: Policy = "first_unvisited"
     terminal: bool = False

@@ -66,6 +66,9 @@ class Query(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     max_hops: int | None = None  # may lower the topology's bound, never raise it
     tags: list[str] = []
     metadata: dict[str, Any] = {}
+    # Ask the answering agent to publish its reply's text as it is generated, as `Chunk`s on
+    # `<ns>.stream` (where its engine streams); the `Answer` still ends the query.
+    stream: bool = False
     # --- written by agents (and trusted tools holding the trust key) only -----------------
     # The receiving agent must answer (as if it were terminal): how every agent's own answer
     # to every question is recorded for baselines and the oracle (`disrouter eval --forced-alone`).
@@ -130,6 +133,21 @@ class Answer(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     totals: Totals = msgspec.field(default_factory=Totals)
     tags: list[str] = []
     metadata: dict[str, Any] = {}
+
+
+class Chunk(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A piece of an answer's text on its way (`<ns>.stream`, keyed by query id), published by
+    the answering agent of a query that asked for `stream` once its decision is certain to be an
+    answer. Best effort: chunks may be lost, repeated or reordered; `offset` (characters of the
+    reply before `text`) lets a reader keep only what extends what it has, and the `Answer` on
+    the answers topic stays the whole, authoritative text. `run` tells apart two runs of the
+    same query (a redelivery), whose texts need not agree."""
+
+    id: str
+    run: str
+    offset: int
+    text: str
+    agent: str | None = None
 
 
 class DeadLetter(msgspec.Struct, omit_defaults=True):

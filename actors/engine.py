@@ -64,7 +64,12 @@ class Engine(Protocol):
         """Load weights / open connections. Called once per replica before consuming."""
 
     async def generate(self, request: EngineRequest) -> EngineResult:
-        """Produce one reply. Must be safe to call concurrently (agents batch in flight)."""
+        """Produce one reply. Must be safe to call concurrently (agents batch in flight).
+
+        An engine that streams says so with `streams_text = True` and then also takes
+        `generate(request, on_text=sink)`: it calls `sink(text_so_far)` as the reply grows (the
+        agent relays it to a client that asked for streaming, `streaming.py`). The sink never
+        blocks nor raises; the returned result stays the whole reply."""
 
     async def close(self) -> None:
         """Release what `start` took."""

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("disrouter.metrics")
 
 # The worker's stats counters exported as Prometheus counters (the rest stay in `disrouter status`).
-COUNTED = ("consumed", "answered", "rejected", "unanswered", "dead_lettered", "timed_out", "publish_failed")
+COUNTED = ("consumed", "answered", "rejected", "unanswered", "dead_lettered", "timed_out", "publish_failed",
+           "stream_chunks", "stream_failed")
+_HELP = {"stream_chunks": "Chunks of answers' text published while generated (streaming queries)",
+         "stream_failed": "Chunk publishes that failed (the answer still went out whole)"}
 LATENCY_MS: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000]
 # Between whole numbers, so each bucket holds exact hop counts (Ray's exported `_sum` is built
 # from bucket midpoints: use `disrouter_query_visits_total / disrouter_query_answers_total` for the mean).
@@ -53,7 +56,8 @@ class AgentMetrics:
         self.tags = {"agent": agent, "namespace": namespace}
         keys = ("agent", "namespace")  # every metric of an agent carries these
         self.counters = {
-            name: Counter(f"disrouter_agent_{name}", f"Queries {name.replace('_', ' ')} by this agent", tag_keys=_keys(*keys))
+            name: Counter(f"disrouter_agent_{name}", _HELP.get(name, f"Queries {name.replace('_', ' ')} by this agent"),
+                          tag_keys=_keys(*keys))
             for name in COUNTED
         }
         self.decision_ms = Histogram("disrouter_agent_decision_latency_ms", "Engine call + decision of one hop, ms",

@@ -19,6 +19,11 @@ def answers(namespace: str) -> str:
     return f"{namespace}.answers"
 
 
+def stream(namespace: str) -> str:
+    """Answers' text as it is generated (`contracts.Chunk`), for readers that relay it."""
+    return f"{namespace}.stream"
+
+
 def dlq(namespace: str) -> str:
     return f"{namespace}.dlq"
 
@@ -28,4 +33,4 @@ def agent(namespace: str, name: str) -> str:
 
 
 def all_topics(namespace: str, agents: list[str]) -> list[str]:
-    return [ingress(namespace), answers(namespace), dlq(namespace)] + [agent(namespace, a) for a in agents]
+    return [ingress(namespace), answers(namespace), stream(namespace), dlq(namespace)] + [agent(namespace, a) for a in agents]

@@ -43,6 +43,7 @@ from disrouter.actors.kafka import GapGuard, committed_offsets, ensure_topics, l
 from disrouter.actors.metrics import AgentMetrics
 from disrouter.actors.publisher import Publisher
 from disrouter.actors.rebalance import RebalanceFence, Work
+from disrouter.actors.streaming import ChunkPublisher
 from disrouter.actors.trust import TrustKeys
 from disrouter.actors.watermark import Watermarks
 
@@ -345,13 +346,27 @@ class AgentWorker:
         return recorded
 
     async def _process(self, query: Query) -> tuple[Outcome, str | None]:
+        """The agent's outcome; a query that asked for streaming also has its answer's text
+        published as it is generated (best effort, `streaming.py`), until the outcome is known."""
+        cfg = self.config
+        chunks = None
+        if query.stream and cfg.stream_topic and self._producer is not None:
+            chunks = ChunkPublisher(self._producer, cfg.stream_topic, query.id or "", cfg.name, self.stats,
+                                    send_timeout_s=min(2.0, cfg.timeouts.publish_attempt_s))
+        try:
+            return await self._process_once(query, chunks.offer if chunks else None)
+        finally:
+            if chunks is not None:
+                chunks.close()
+
+    async def _process_once(self, query: Query, on_text: Any = None) -> tuple[Outcome, str | None]:
         """The agent's outcome; a timeout or a bug becomes an `unanswered` Final (plus, for a
         bug, the reason to dead-letter the record with)."""
         cfg = self.config
         started = time.perf_counter()
         try:
             async with asyncio.timeout(cfg.timeouts.process_s):
-                return await self.agent.process(query), None
+                return await self.agent.process(query, on_text), None
         except TimeoutError:
             reason = f"timed out after {cfg.timeouts.process_s:g} s at {cfg.name!r} (timeouts.process_s)"
             self.stats["timed_out"] += 1

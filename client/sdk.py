@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 
 import msgspec
 from aiokafka import TopicPartition
@@ -26,7 +27,7 @@ from aiokafka.errors import KafkaError
 from disrouter.actors import topics
 from disrouter.actors.boundary import signed_query
 from disrouter.actors.config import KafkaSpec, TrustSpec
-from disrouter.actors.contracts import AGENT_ONLY_FIELDS, Answer, Query
+from disrouter.actors.contracts import AGENT_ONLY_FIELDS, Answer, Chunk, Query
 from disrouter.actors.kafka import GapGuard, ensure_topics, make_consumer, make_producer
 from disrouter.actors.trust import TrustKeyError, TrustKeys
 
@@ -47,6 +48,7 @@ class Client:
         kafka: KafkaSpec | None = None,
         remember: int = DEFAULT_REMEMBER,
         connect_timeout_s: float = 60.0,
+        stream: bool = False,
     ) -> None:
         # `kafka` carries TLS/SASL settings for a secured cluster; `bootstrap` wins over its address.
         self.spec = msgspec.structs.replace(kafka, bootstrap_servers=bootstrap) if kafka else KafkaSpec(bootstrap_servers=bootstrap)
@@ -55,7 +57,11 @@ class Client:
         # ($DISROUTER_TRUST_KEY), when this process has it.
         self.trust_keys = trust_keys
         self.answers_topic = answers_topic or topics.answers(namespace)
+        # `stream`: also read `<ns>.stream`, so a query sent with `on_chunk` gets its answer's
+        # text while the answering agent generates it (`ask(..., on_chunk=…)`).
+        self.stream_topic = topics.stream(namespace) if stream else None
         self._pending: dict[str, asyncio.Future[Answer]] = {}
+        self._listeners: dict[str, Callable[[Chunk], None]] = {}
         # Insertion-ordered and capped at `remember`: the oldest ids are forgotten first.
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
@@ -66,18 +72,19 @@ class Client:
         self.rewinds = 0
         self._encoder = msgspec.json.Encoder()
         self._decoder = msgspec.json.Decoder(Answer)
+        self._chunk_decoder = msgspec.json.Decoder(Chunk)
         self._reader: asyncio.Task | None = None
 
     async def __aenter__(self) -> Client:
-        await ensure_topics(self.spec, [topics.ingress(self.namespace), self.answers_topic])
+        read = [self.answers_topic, *([self.stream_topic] if self.stream_topic else [])]
+        await ensure_topics(self.spec, [topics.ingress(self.namespace), *read])
         self._producer = make_producer(self.spec)
         # No group: this client reads every partition from the end, so it sees only answers to
         # queries it is about to send, and never steals partitions from another reader.
         self._consumer = make_consumer(self.spec, group_id=None, auto_offset_reset="latest")
         await self._producer.start()
         await self._consumer.start()
-        parts = await self._partitions(self.answers_topic)
-        tps = [TopicPartition(self.answers_topic, p) for p in sorted(parts)]
+        tps = [TopicPartition(topic, p) for topic in read for p in sorted(await self._partitions(topic))]
         self._consumer.assign(tps)
         await self._consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the end offsets now, before any query is produced
@@ -124,6 +131,9 @@ class Client:
             await self._rewind_restarted_partitions(set(batches))
             for records in batches.values():
                 for record in records:
+                    if record.topic == self.stream_topic:
+                        self._chunk(record.value)
+                        continue
                     try:
                         answer = self._decoder.decode(record.value)
                     except msgspec.DecodeError:
@@ -133,6 +143,15 @@ class Client:
                         future.set_result(answer)
                     elif future is not None or answer.id in self._finished:
                         self.duplicates += 1
+
+    def _chunk(self, value: bytes | None) -> None:
+        try:
+            chunk = self._chunk_decoder.decode(value or b"")
+        except msgspec.DecodeError:
+            return
+        listener = self._listeners.get(chunk.id)
+        if listener is not None:
+            listener(chunk)
 
     async def _rewind_restarted_partitions(self, fetched: set[TopicPartition]) -> None:
         """A broker that lost its log (a memory broker restarted, a topic recreated) starts the
@@ -152,6 +171,7 @@ class Client:
         its id is remembered (bounded) so a late copy counts as a duplicate."""
         if self._pending.get(query_id) is future:
             del self._pending[query_id]
+            self._listeners.pop(query_id, None)
         self._finished[query_id] = None
         self._finished.move_to_end(query_id)
         while len(self._finished) > self._remember:
@@ -167,14 +187,23 @@ class Client:
                 raise TrustKeyError(f"writing an agent's topic needs the topology's trust key: {exc}") from None
         return self.trust_keys
 
-    async def submit(self, query: Query, topic: str | None = None, timeout_s: float = 120.0) -> asyncio.Future[Answer]:
+    async def submit(self, query: Query, topic: str | None = None, timeout_s: float = 120.0,
+                     on_chunk: Callable[[Chunk], None] | None = None) -> asyncio.Future[Answer]:
         """Produce a query (to the ingress, or, signed, straight to an agent's topic); returns a
         future resolved with its answer, or failed with TimeoutError after `timeout_s`.
+
+        `on_chunk` (a client made with `stream=True`): called with each `Chunk` of the answer's
+        text read while the query is pending; the query is sent with `stream` set. Chunks are
+        best effort (`client/stream.py` puts them together); the answer is the whole text.
 
         Cancelling the future gives up the wait; either way it leaves the pending table, so a
         future nobody awaits costs nothing after its deadline."""
         if query.id is None:
             query.id = f"q-{uuid.uuid4().hex[:12]}"
+        if on_chunk is not None:
+            if self.stream_topic is None:
+                raise ValueError("`on_chunk` needs a client made with stream=True (it reads the stream topic)")
+            query.stream = True
         topic = topic or topics.ingress(self.namespace)
         if topic == topics.ingress(self.namespace):
             # The entry agent dead-letters these; say so here instead of timing out later.
@@ -190,6 +219,8 @@ class Client:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         self._pending[query_id] = future
+        if on_chunk is not None:
+            self._listeners[query_id] = on_chunk
         deadline = loop.call_later(timeout_s, _expire, future, query_id, timeout_s)
 
         def done(f: asyncio.Future[Answer]) -> None:
@@ -204,9 +235,10 @@ class Client:
             raise
         return future
 
-    async def ask(self, query: Query, timeout_s: float = 120.0, topic: str | None = None) -> Answer:
+    async def ask(self, query: Query, timeout_s: float = 120.0, topic: str | None = None,
+                  on_chunk: Callable[[Chunk], None] | None = None) -> Answer:
         """Produce a query and wait for its answer; raises TimeoutError after `timeout_s`."""
-        future = await self.submit(query, topic, timeout_s)
+        future = await self.submit(query, topic, timeout_s, on_chunk)
         try:
             return await future
         finally:

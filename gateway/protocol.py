@@ -81,6 +81,9 @@ class Trail(msgspec.Struct, omit_defaults=True):
     cost: float = 0.0
     trail: list[Hop] = []
     totals: Totals = msgspec.field(default_factory=Totals)
+    # On the last chunk of a stream only, when the text streamed before the answer was not its
+    # beginning (a redelivered query's other run): the whole answer, which the deltas are not.
+    answer: str | None = None
 
 
 class AssistantMessage(msgspec.Struct):

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import structlog
 
 from disrouter.actors.config import KafkaSpec
-from disrouter.actors.contracts import Answer, Query, Scenario
+from disrouter.actors.contracts import Answer, Chunk, Query, Scenario
 from disrouter.client.sdk import Client
+from disrouter.client.stream import TextAssembler
 from disrouter.gateway.metrics import GatewayMetrics
 from disrouter.gateway.protocol import (
     AssistantMessage,
@@ -105,7 +106,7 @@ class ChatService:
         self.models: dict[str, tuple[str, Scenario | None]] = {}
         for network in spec.all_networks():
             kafka = network.kafka or spec.kafka
-            self.clients[network.namespace] = Client(kafka.bootstrap_servers, network.namespace, kafka=kafka)
+            self.clients[network.namespace] = Client(kafka.bootstrap_servers, network.namespace, kafka=kafka, stream=True)
             model = network.model or network.namespace
             for name, scenario in [(model, None), *((f"{model}-{s.value.replace('_', '-')}", s) for s in Scenario)]:
                 if name in self.models:
@@ -158,11 +159,12 @@ class ChatService:
         asked = request.disrouter.timeout_s if request.disrouter else None
         return min(asked, self.spec.timeout_s) if asked and asked > 0 else self.spec.timeout_s
 
-    async def _answer(self, client: Client, query: Query, timeout_s: float, model: str) -> Answer:
+    async def _answer(self, client: Client, query: Query, timeout_s: float, model: str,
+                      on_chunk: Callable[[Chunk], None] | None = None) -> Answer:
         bound = log.bind(query_id=query.id, model=model, namespace=client.namespace)
         started = time.perf_counter()
         try:
-            answer = await client.ask(query, timeout_s)
+            answer = await client.ask(query, timeout_s, on_chunk=on_chunk)
         except TimeoutError:
             bound.warning("gateway_timeout", timeout_s=timeout_s)
             self._observe(client, model, "timeout")
@@ -197,10 +199,13 @@ class ChatService:
         )
 
     async def stream(self, request: ChatCompletionRequest) -> AsyncIterator[bytes]:
-        """Server-sent events: the role at once, then the answer, then usage and the trail.
+        """Server-sent events: the role at once, the answer's text as the answering agent
+        generates it (where its engine streams), then the rest of the answer, usage and the trail.
 
-        The answer comes in one piece: agents publish whole answers to Kafka, so there are no
-        tokens to relay before the answering agent is done (see the README's gateway section).
+        The query asks the network to stream (`Query.stream`): the answering agent publishes its
+        text as chunks to `<ns>.stream` once it is certain to answer, and the reply consumer hands
+        them here by query id. Chunks are best effort; the Answer ends the stream and is the
+        source of truth: its last delta is whatever of it the client has not yet got.
         """
         client, scenario = self.network_of(request)  # a bad request fails before the stream starts
         query = self.query_of(request, scenario)
@@ -214,14 +219,45 @@ class ChatService:
 
         async def events() -> AsyncIterator[bytes]:
             yield chunk(Delta(role="assistant", content=""))
+            text = TextAssembler()
+            deltas: asyncio.Queue[str] = asyncio.Queue()
+
+            def on_chunk(piece: Chunk) -> None:
+                new = text.feed(piece)
+                if new:
+                    deltas.put_nowait(new)
+
+            waiting = asyncio.ensure_future(self._answer(client, query, self.timeout_of(request), request.model, on_chunk))
+            getting: asyncio.Future[str] | None = None
             try:
-                answer = await self._answer(client, query, self.timeout_of(request), request.model)
-            except GatewayError as exc:
-                yield b"data: " + encode(exc.body) + b"\n\n"
-                return
-            yield chunk(Delta(content=answer.answer or ""))
+                while not waiting.done():
+                    if getting is None:
+                        getting = asyncio.ensure_future(deltas.get())
+                    await asyncio.wait({waiting, getting}, return_when=asyncio.FIRST_COMPLETED)
+                    if getting.done():
+                        yield chunk(Delta(content=getting.result()))
+                        getting = None
+                try:
+                    answer = waiting.result()
+                except GatewayError as exc:
+                    yield b"data: " + encode(exc.body) + b"\n\n"
+                    return
+            finally:
+                for pending in (waiting, getting):  # the client went away: so does the wait
+                    if pending is not None and not pending.done():
+                        pending.cancel()
+            while not deltas.empty():  # what arrived with the answer, in order, before the rest
+                yield chunk(Delta(content=deltas.get_nowait()))
+            rest = text.finish(answer.answer or "")
+            if text.diverged:
+                log.warning("stream_diverged", query_id=query.id, streamed_chars=len(text.text), answer_chars=len(answer.answer or ""))
+            if rest:
+                yield chunk(Delta(content=rest))
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            yield chunk(Delta(), "stop", usage=Usage.of(answer.totals) if include_usage else None, disrouter=trail_of(answer))
+            trail = trail_of(answer)
+            if text.diverged:  # the streamed text is not the answer's beginning: give the whole answer
+                trail = msgspec.structs.replace(trail, answer=answer.answer)
+            yield chunk(Delta(), "stop", usage=Usage.of(answer.totals) if include_usage else None, disrouter=trail)
             yield b"data: [DONE]\n\n"
 
         return events()

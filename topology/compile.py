@@ -32,6 +32,7 @@ def agent_configs(topology: Topology) -> dict[str, AgentConfig]:
             input_topics=inputs,
             answers_topic=topics.answers(ns),
             dlq_topic=topics.dlq(ns),
+            stream_topic=topics.stream(ns),
             next=peers,
             policy=spec.policy,
             terminal=spec.is_terminal,

@@ -181,6 +181,7 @@ def kafka_users(topology: Topology) -> list[dict[str, Any]]:
         rules += [_acl("topic", t, ["Read"]) for t in config.input_topics]
         rules.append(_acl("group", topics.agent(ns, name), ["Read"]))
         writes = [p.topic for p in config.next] + [config.answers_topic, config.dlq_topic]
+        writes += [config.stream_topic] if config.stream_topic else []
         rules += [_acl("topic", t, ["Write"]) for t in writes]
         prefixes = topology.trust.reply_to_prefixes or [f"{ns}."]
         rules += [_acl("topic", p, ["Write"], "prefix") for p in prefixes]
@@ -191,6 +192,7 @@ def kafka_users(topology: Topology) -> list[dict[str, Any]]:
     acls[f"{ns}-client"] = [
         _acl("topic", topics.ingress(ns), ["Write"]),
         _acl("topic", topics.answers(ns), ["Read"]),
+        _acl("topic", topics.stream(ns), ["Read"]),  # answers' text as generated (the gateway's streams)
         _acl("group", f"{ns}-client", ["Read"], "prefix"),
     ]
     docs = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
@@ -35,6 +36,14 @@ class ReplayOptions(msgspec.Struct, forbid_unknown_fields=True):
     # Append one line per call (`start|done|cancelled <agent> <query id> <pid>`) to this file:
     # how tests and benchmarks count engine work across replicas (duplicates, cancellations).
     call_log: str | None = None
+    # Stream the reply in pieces of this many characters (0: no streaming), one piece every
+    # `stream_delay_ms`: a deterministic streaming engine for tests and demos of the gateway.
+    stream_chars: int = 0
+    stream_delay_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.stream_chars < 0 or self.stream_delay_ms < 0:
+            raise ValueError("stream_chars and stream_delay_ms must be ≥ 0")
 
 
 def _render(record: TraceRecord) -> str:
@@ -53,6 +62,7 @@ class ReplayEngine:
         # Known once the trace is read: a confidence on every line of this agent.
         self.provides_confidence = False
         self._call_log: int | None = None
+        self.streams_text = options.stream_chars > 0
 
     @classmethod
     def from_options(cls, *, agent: str, **options: object) -> ReplayEngine:
@@ -88,15 +98,25 @@ class ReplayEngine:
     def lookup(self, request: EngineRequest) -> TraceRecord | None:
         return self._by_id.get(request.query_id) or self._by_prompt.get(request.prompt)
 
-    async def generate(self, request: EngineRequest) -> EngineResult:
+    async def generate(self, request: EngineRequest, on_text: Callable[[str], None] | None = None) -> EngineResult:
         self._log_call("start", request)
         try:
             result = await self._generate(request)
+            if on_text is not None and self.streams_text:
+                await self._stream(result.text, on_text)
         except asyncio.CancelledError:
             self._log_call("cancelled", request)
             raise
         self._log_call("done", request)
         return result
+
+    async def _stream(self, text: str, on_text: Callable[[str], None]) -> None:
+        """Say the reply again piece by piece, as a streaming model would (the result is the same)."""
+        step = self.options.stream_chars
+        for end in range(step, len(text) + step, step):
+            on_text(text[:end])
+            if self.options.stream_delay_ms and end < len(text):
+                await asyncio.sleep(self.options.stream_delay_ms / 1000.0)
 
     async def _generate(self, request: EngineRequest) -> EngineResult:
         record = self.lookup(request)

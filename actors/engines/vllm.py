@@ -33,6 +33,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -165,6 +166,7 @@ class VLLMEngine:
     """Engine over an in-process vLLM AsyncLLM (continuous batching, streaming, log-probs)."""
 
     provides_confidence = True  # the sampled answer's log-probs
+    streams_text = True  # `generate(request, on_text=…)` sees the reply grow
 
     def __init__(self, options: VLLMOptions, agent: str = "") -> None:
         self.options = options
@@ -316,7 +318,7 @@ class VLLMEngine:
         params.update(overrides)
         return SamplingParams(**params)
 
-    async def generate(self, request: EngineRequest) -> EngineResult:
+    async def generate(self, request: EngineRequest, on_text: Callable[[str], None] | None = None) -> EngineResult:
         if self._llm is None:
             raise EngineError("engine not started")
         ids = await self._prompt_ids(request)
@@ -337,6 +339,8 @@ class VLLMEngine:
                     for token_id, position in zip(completion.token_ids, completion.logprobs):
                         entry = position.get(token_id) or next(iter(position.values()))
                         pieces.append((entry.decoded_token or "", entry.logprob))
+                if on_text is not None and completion.text:
+                    on_text(reply)  # the agent's gate holds back a reject's tokens
                 if watch.feed(reply):
                     stopped = True
                     break

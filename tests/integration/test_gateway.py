@@ -121,3 +121,47 @@ async def test_a_client_that_goes_away_cancels_its_wait(gateway):
             await asyncio.gather(request, return_exceptions=True)
         stats = await _pending_drops_to_zero(handle)
         assert stats["pending"] == 0, f"stream={stream}: the wait outlived its client"
+
+
+LONG_ANSWER = "Forty-three times twenty-one: 43 * 20 = 860, plus 43 makes 903.\nThe answer is: 903"
+
+
+@pytest.fixture
+async def streaming_gateway(deploy_topology, ray_serve, kafka_bootstrap, namespace, tmp_path):
+    """Both agents on a replay engine that streams its reply in pieces (deterministic text, a
+    pause between pieces): `small` rejects, so its reject phrase passes the gate it must not
+    pass, and `medium` answers."""
+    outcomes = {"q-long": {"small": {"decision": "reject"}, "medium": {"decision": "answer", "answer": LONG_ANSWER}}}
+    trace = make_trace(tmp_path / "trace.jsonl", outcomes, prompts={q: f"question {q}" for q in outcomes})
+    streaming = {"type": "replay", "trace": str(trace), "stream_chars": 8, "stream_delay_ms": 150}
+    deploy_topology(topology_args(namespace, kafka_bootstrap, [
+        {**replay_agent("small", 0.1, trace, ["medium"]), "engine": streaming},
+        {**replay_agent("medium", 0.4, trace), "engine": streaming},
+    ]))
+    app = f"{namespace}-gateway"
+    serve.run(build_gateway({"namespace": namespace, "kafka": {"bootstrap_servers": kafka_bootstrap}, "timeout_s": 120}),
+              name=app, route_prefix=f"/{namespace}/v1", blocking=False)
+    yield f"http://127.0.0.1:{ray_serve}/{namespace}/v1"
+    serve.delete(app)
+
+
+async def test_the_answering_agents_tokens_stream_through_the_gateway(streaming_gateway):
+    client = openai.AsyncOpenAI(base_url=streaming_gateway, api_key="unused", max_retries=0, timeout=120)
+    stream = await client.chat.completions.create(
+        model="disrouter", messages=[{"role": "user", "content": "question q-long"}],
+        stream=True, stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    last = chunks[-1]
+    assert last.choices[0].finish_reason == "stop"
+    deltas = [c.choices[0].delta.content for c in chunks[:-1] if c.choices and c.choices[0].delta.content]
+    # The answer arrived in pieces while `medium` generated it, not in one piece at the end, and
+    # the pieces make exactly the answer: none of `small`'s reject phrase, nothing twice.
+    assert len(deltas) > 1, deltas
+    assert "".join(deltas) == LONG_ANSWER
+    assert [(h["agent"], h["decision"]) for h in last.model_extra["disrouter"]["trail"]] == [("small", "reject"), ("medium", "answer")]
+    assert "answer" not in last.model_extra["disrouter"]  # the streamed text was the answer's beginning
+    assert last.usage.total_tokens == 30
+
+    # Not streaming, the same query gets the same answer whole.
+    reply = await client.chat.completions.create(model="disrouter", messages=[{"role": "user", "content": "question q-long"}])
+    assert reply.choices[0].message.content == LONG_ANSWER

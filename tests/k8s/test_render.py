@@ -51,8 +51,9 @@ def test_render_round_trips_into_the_same_serve_config(topology, tmp_path):
 def test_the_serve_config_survives_kustomize_into_the_rayservice(overlay, built):
     (service,) = of_kind(built[overlay], "RayService")
     assert yaml.safe_load(service["spec"]["serveConfigV2"]) == read_yaml(K8S / "overlays" / overlay / "topology.yaml")
-    # The ConfigMap that carried it is local-config: not part of what gets applied.
-    assert of_kind(built[overlay], "ConfigMap") == []
+    # The ConfigMap that carried it is local-config: not part of what gets applied (the one
+    # ConfigMap applied is the Grafana dashboard's).
+    assert [c["metadata"]["name"] for c in of_kind(built[overlay], "ConfigMap")] == ["disrouter-grafana-dashboard"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -66,7 +67,7 @@ def test_one_kafka_topic_per_topic_of_the_topology(overlay, built):
     _, topology = load_topology(K8S / "overlays" / overlay / "topology.yaml")
     names = sorted(t["spec"]["topicName"] for t in of_kind(built[overlay], "KafkaTopic"))
     ns = topology.namespace
-    assert names == sorted([f"{ns}.ingress", f"{ns}.answers", f"{ns}.dlq", *(f"{ns}.agent.{a.name}" for a in topology.agents)])
+    assert names == sorted([f"{ns}.ingress", f"{ns}.answers", f"{ns}.stream", f"{ns}.dlq", *(f"{ns}.agent.{a.name}" for a in topology.agents)])
     for topic in of_kind(built[overlay], "KafkaTopic"):
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == k8s.KAFKA_CLUSTER
         assert topic["spec"]["replicas"] == topology.kafka.replication_factor
@@ -155,7 +156,8 @@ def test_each_principal_gets_a_kafka_user_with_only_its_own_topics(tmp_path):
     assert grants("disrouter-agents", "Read") == {"disrouter.ingress", "disrouter.agent.smollm2"}
     assert "disrouter.agent.qwen" in grants("disrouter-agents", "Write")  # smollm2 hands off to qwen
     assert grants("disrouter-client", "Write") == {"disrouter.ingress"}
-    assert grants("disrouter-client", "Read") == {"disrouter.answers", "disrouter-client"}
+    assert grants("disrouter-client", "Read") == {"disrouter.answers", "disrouter.stream", "disrouter-client"}
+    assert "disrouter.stream" in grants("agent-qwen", "Write")  # the answering agent streams its text
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

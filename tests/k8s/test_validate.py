@@ -313,3 +313,19 @@ def test_the_crd_schemas_are_the_shared_ones_with_their_notice():
         assert path.name in notice
     assert "Apache License, Version 2.0" in notice and "strimzi-kafka-operator 1.2.0" in notice and "kuberay v1.7.0" in notice
     assert Path(crds / "ray.io_v1_RayService.json").stat().st_size > 100_000
+
+
+# --- observability ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_overlay_provisions_the_grafana_dashboard_and_prometheus_finds_the_nodes(overlay, built):
+    docs = built[overlay]
+    (dashboard,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"] == "disrouter-grafana-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"  # the Grafana chart's sidecar label
+    assert dashboard["data"]["disrouter.json"] == (K8S / "base" / "grafana" / "disrouter.json").read_text()
+    service = _one(docs, "RayService")
+    cluster = service["spec"]["rayClusterConfig"]
+    for template in [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster["workerGroupSpecs"])]:
+        annotations = template["metadata"]["annotations"]
+        assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "8080")

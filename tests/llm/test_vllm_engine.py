@@ -89,3 +89,13 @@ async def test_prompt_offers_reject_only_when_allowed(vllm_engine):
     assert REJECT_PHRASE not in terminal
     # The chat template was applied: the model sees system/user turns, then its own turn.
     assert offered.index("system") < offered.index("Q?") < offered.rindex("assistant")
+
+
+async def test_the_reply_streams_as_it_grows(vllm_engine):
+    """What the gateway relays: `on_text` sees the reply grow token by token, and the whole
+    reply is the result's text (a reject's text the agent's gate holds back, tests/unit)."""
+    seen: list[str] = []
+    result = await vllm_engine.generate(request("s1", "What is the capital of France?", allow_reject=False), on_text=seen.append)
+    assert len(seen) > 1
+    assert all(b.startswith(a) and len(b) > len(a) for a, b in zip(seen, seen[1:]))  # it only grows
+    assert result.text.startswith(seen[-1]) and seen[-1]

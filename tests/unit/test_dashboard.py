@@ -1,4 +1,4 @@
-"""The Grafana dashboard (stack/grafana/disrouter.json) is valid and asks only for metrics that
+"""The Grafana dashboard (k8s/base/grafana/disrouter.json) is valid and asks only for metrics that
 the agents and the gateway export, so a renamed metric cannot leave a panel silently empty."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def exported() -> set[str]:
 
 
 def test_every_panel_queries_exported_metrics():
-    dashboard = json.loads((ROOT / "stack" / "grafana" / "disrouter.json").read_text())
+    dashboard = json.loads((ROOT / "k8s" / "base" / "grafana" / "disrouter.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 15
     used = {re.sub(r"_(total|bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"ray_(disrouter_\w+)", e)}

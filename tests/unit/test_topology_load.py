@@ -122,7 +122,7 @@ def test_compile_topics_peers_and_defaults():
     a, b = cfgs["a"], cfgs["b"]
     assert a.input_topics == ["demo.ingress", "demo.agent.a"]  # the entry also reads the ingress
     assert b.input_topics == ["demo.agent.b"]
-    assert a.answers_topic == "demo.answers" and a.dlq_topic == "demo.dlq"
+    assert a.answers_topic == "demo.answers" and a.dlq_topic == "demo.dlq" and a.stream_topic == "demo.stream"
     assert [(p.name, p.cost, p.topic, p.tags) for p in a.next] == [
         ("b", 0.5, "demo.agent.b", ("math",)),
         ("c", 0.3, "demo.agent.c", ()),
@@ -134,7 +134,7 @@ def test_compile_topics_peers_and_defaults():
     assert a.kafka.bootstrap_servers == "h:1" and a.kafka.partitions == 3
     assert a.limits.max_prompt_chars == 10
     assert a.group_id == "demo.agent.a"
-    assert set(a.all_topics) == {"demo.ingress", "demo.answers", "demo.dlq", "demo.agent.a", "demo.agent.b", "demo.agent.c"}
+    assert set(a.all_topics) == {"demo.ingress", "demo.answers", "demo.stream", "demo.dlq", "demo.agent.a", "demo.agent.b", "demo.agent.c"}
 
 
 def test_compile_entry_other_than_the_first():
