@@ -57,6 +57,13 @@ class SampleConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     temperature: float = 0.7
     top_p: float = 1.0
     concurrency: int = 16  # questions in flight at once (each with n samples)
+    # Measure competence with an earlier round's adapter on the base model (a folder, or
+    # pkg:<package>/<folder>) instead of the base alone. SFT on the paper's labels also teaches
+    # the model its own shortest correct workings, so the trained model solves more than the
+    # base did (SmolLM2: greedy 0.21 → 0.32) and labels from the base's competence say "reject"
+    # where it would now be right. A second round labels with the first round's competence and
+    # trains from the base again (training/recipes/smollm2.yaml).
+    adapter: str | None = None
 
 
 class LoraConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

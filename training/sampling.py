@@ -146,7 +146,7 @@ async def sample_competence(cfg: TrainConfig, items: Iterable[Item], engine: Any
         return done
     own = engine is None
     if own:
-        engine = build_engine(engine_spec(cfg), agent=cfg.agent)
+        engine = build_engine(engine_spec(cfg, cfg.sample.adapter), agent=cfg.agent)
         await engine.start()
     started = time.perf_counter()
     bar = tqdm(total=len(todo), desc=f"competence {cfg.agent} (n={cfg.sample.n})", unit="q")
