@@ -23,7 +23,7 @@ import yaml
 from disrouter.actors import topics
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.errors import TopologyError
-from disrouter.topology.load import PATH_OPTIONS, find_application, parse_topology, read_yaml
+from disrouter.topology.load import PATH_OPTIONS, parse_topology, read_application
 from disrouter.topology.schema import Topology
 from disrouter.topology.serve_schema import check_serve_config
 
@@ -216,11 +216,7 @@ def render(path: str | Path, app_name: str | None = None, check_engines: bool = 
     """Render a topology file for Kubernetes; every problem raises a TopologyError naming it.
     `check_engines`: also check vLLM engine options against vLLM (serve_schema.py)."""
     path = Path(path)
-    config = read_yaml(path)
-    try:
-        app = find_application(config, app_name)
-    except TopologyError as exc:
-        raise TopologyError(exc.problems, str(path)) from None
+    config, app = read_application(path, app_name)
     # Parsed without a base folder: relative paths stay as written, so they can be refused.
     topology = parse_topology(dict(app.get("args") or {}), None, str(path))
     bad = _relative_paths(topology)

@@ -92,14 +92,19 @@ def parse_topology(args: dict[str, Any], base_dir: Path | None = None, source: s
     return topology
 
 
+def read_application(path: Path, app_name: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A topology file's Serve config and its DiSRouter application; errors name the file."""
+    config = read_yaml(path)
+    try:
+        return config, find_application(config, app_name)
+    except TopologyError as exc:
+        raise TopologyError(exc.problems, str(path)) from None
+
+
 def load_topology(path: str | Path, app_name: str | None = None) -> tuple[dict[str, Any], Topology]:
     """Read a topology file; returns the Serve config (paths resolved) and the Topology."""
     path = Path(path)
-    config = read_yaml(path)
-    try:
-        app = find_application(config, app_name)
-    except TopologyError as exc:
-        raise TopologyError(exc.problems, str(path)) from None
+    config, app = read_application(path, app_name)
     topology = parse_topology(app.get("args") or {}, path.parent.resolve(), str(path))
     app["args"] = msgspec.to_builtins(topology)
     return config, topology
