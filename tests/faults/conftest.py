@@ -25,6 +25,7 @@ from tests.integration.conftest import (  # noqa: F401 - fixtures, used by name
     client_factory,
     deploy_topology,
     kafka_bootstrap,
+    metrics_port,
     namespace,
     ray_serve,
     replay_agent,
