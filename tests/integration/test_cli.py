@@ -19,7 +19,7 @@ async def test_topics_create_makes_every_topic_with_the_partitions(kafka_bootstr
     path.write_text(topology)
     first = _cli("topics", "create", str(path), "--bootstrap", kafka_bootstrap, "--partitions", "3")
     assert first.returncode == 0, first.stderr
-    expected = {"clitree.ingress", "clitree.answers", "clitree.dlq", "clitree.agent.small",
+    expected = {"clitree.ingress", "clitree.answers", "clitree.dlq", "clitree.stream", "clitree.agent.small",
                 "clitree.agent.math", "clitree.agent.code", "clitree.agent.large"}
     assert {line.split(":")[0] for line in first.stdout.splitlines()} == expected
     assert all(line.endswith("created") for line in first.stdout.splitlines())
