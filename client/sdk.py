@@ -141,6 +141,9 @@ class Client:
                     future = self._pending.get(answer.id)
                     if future is not None and not future.done():
                         future.set_result(answer)
+                        # Now, not a loop turn later in the done callback: a caller that
+                        # awaits several already-answered futures never yields in between.
+                        self._forget(answer.id, future)
                     elif future is not None or answer.id in self._finished:
                         self.duplicates += 1
 
