@@ -3,8 +3,10 @@ chain under Ray Serve answers queries from the real broker: the counters move.""
 
 from __future__ import annotations
 
+import asyncio
+
 from disrouter.actors.contracts import Query
-from tests.integration.conftest import make_trace, metrics_until, replay_agent, topology_args
+from tests.integration.conftest import make_trace, metrics_until, replay_agent, scrape_metrics, topology_args
 
 
 async def test_agent_counters_move_on_the_scraped_endpoint(deploy_topology, client_factory, kafka_bootstrap, namespace,
@@ -45,6 +47,16 @@ async def test_agent_counters_move_on_the_scraped_endpoint(deploy_topology, clie
     wrong = {k: (samples.get(k), v) for k, v in want.items() if abs(samples.get(k, -1.0) - v) > 1e-6}
     assert wrong == {}, wrong  # {sample: (scraped, expected)}
     assert samples["ray_disrouter_query_hops_bucket{agent=large,le=1.5,scenario=cost_first,status=answered}"] == 0
-    # Lag is reported per partition of each input topic, and nothing is left behind.
-    lags = {k: v for k, v in samples.items() if k.startswith("ray_disrouter_agent_consumer_lag{agent=small")}
+    # Lag is reported per partition of each input topic, and nothing is left behind. The gauge is
+    # sampled every few seconds, so on a loaded machine the first scrape may predate the commits.
+    def small_lags(samples: dict[str, float]) -> dict[str, float]:
+        return {k: v for k, v in samples.items() if k.startswith("ray_disrouter_agent_consumer_lag{agent=small")}
+
+    for _ in range(60):
+        lags = small_lags(samples)
+        if len(lags) == 4 and set(lags.values()) == {0.0}:
+            break
+        await asyncio.sleep(1.0)
+        samples = await asyncio.to_thread(scrape_metrics, metrics_port, namespace)
+    lags = small_lags(samples)
     assert len(lags) == 4 and set(lags.values()) == {0.0}, lags  # ingress + agent topic, 2 partitions each
