@@ -230,7 +230,13 @@ async def metrics_until(port: int, namespace: str, want: dict[str, float], timeo
     """Scrape until every wanted sample reaches its value (Ray exports every few seconds)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        samples = await asyncio.to_thread(scrape_metrics, port, namespace)
+        try:
+            samples = await asyncio.to_thread(scrape_metrics, port, namespace)
+        except OSError:  # the node's metrics agent (re)starting on a loaded machine: ask again
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+            continue
         if all(samples.get(k, 0.0) >= v for k, v in want.items()) or asyncio.get_running_loop().time() > deadline:
             return samples
         await asyncio.sleep(1.0)

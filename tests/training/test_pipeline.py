@@ -45,7 +45,7 @@ def run(tmp_path_factory) -> Run:
         # sampled cool enough that its groups mix rejects with garbage: rewards that differ
         # within a group are what GRPO learns from (an all-equal group has no gradient).
         sft=SFTConfig(epochs=10, learning_rate=5e-3, batch_size=8, save_steps=10, forced_share=0.1, lora=LoraConfig(r=8, alpha=16)),
-        rl=RLConfig(prompts=6, num_generations=4, batch_size=8, max_completion_length=10, temperature=0.3,
+        rl=RLConfig(prompts=24, num_generations=4, batch_size=8, max_completion_length=10, temperature=0.3,
                     learning_rate=1e-3, save_steps=2, balance_decisions=False),
         engine={"max_model_len": 512, "dtype": "float32", "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
         dtype="float32",
