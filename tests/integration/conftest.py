@@ -48,10 +48,15 @@ def kafka_bootstrap(broker: Broker) -> str:
     return broker.bootstrap
 
 
+# tests/faults imports these fixtures into its own conftest, which makes pytest hold a second
+# session-scoped copy of each: the session's one cluster and its ports live here, once.
+_SESSION: dict[str, int] = {}
+
+
 @pytest.fixture(scope="session")
 def metrics_port() -> int:
     """Where the session's Ray node exports Prometheus metrics: http://127.0.0.1:<port>/metrics."""
-    return free_port()
+    return _SESSION.setdefault("metrics_port", free_port())
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +66,7 @@ def ray_serve(metrics_port: int) -> Iterator[int]:
     from ray import serve
 
     if ray.is_initialized():  # tests/faults shares this fixture: one cluster per session
-        yield
+        yield _SESSION["http_port"]
         return
     # Ray's unix socket paths must stay short: a temp dir under /tmp, removed afterwards.
     temp_dir = tempfile.mkdtemp(prefix="dr-ray-", dir="/tmp")
@@ -76,7 +81,7 @@ def ray_serve(metrics_port: int) -> Iterator[int]:
         log_to_driver=bool(os.environ.get("DISROUTER_TEST_RAY_LOGS")),
         _metrics_export_port=metrics_port,
     )
-    http_port = free_port()
+    http_port = _SESSION["http_port"] = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     yield http_port
     serve.shutdown()
