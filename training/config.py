@@ -73,6 +73,20 @@ class LoraConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     target_modules: str | list[str] = "all-linear"
 
 
+class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Which rule turns competence into SFT targets (training/labels.py says what each does)."""
+
+    # paper: reject iff p < 1 − α. successor: reject iff handing the question on pays in
+    # expectation, p − α·cost < p_next − α·successor_cost, with p_next the successor's
+    # competence on the same question.
+    rule: Literal["paper", "successor"] = "paper"
+    # The successor's competence cache (a `disrouter train sample` out folder or its
+    # competence.jsonl) on this config's training questions; the costs are the topology's.
+    successor: str | None = None
+    cost: float | None = None
+    successor_cost: float | None = None
+
+
 class SFTConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     alphas: list[float] = msgspec.field(default_factory=lambda: [0.2, 0.5, 0.8])  # the paper's scenarios: one labelled copy each
     # Share of examples asked with the terminal prompt (no reject offered), target = an own
@@ -80,6 +94,7 @@ class SFTConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     forced_share: float = 0.15
     # answer/reject 50/50 (the paper's balancing): pooled over scenarios, per scenario, or none
     balance: Literal["pooled", "scenario", "none"] = "pooled"
+    labels: LabelConfig = msgspec.field(default_factory=LabelConfig)
     max_examples: int | None = None
     lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
     epochs: float = 2.0
@@ -144,6 +159,11 @@ class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             raise ValueError("rl.batch_size must be a multiple of rl.num_generations")
         if not all(0.0 <= a <= 1.0 for a in [*self.sft.alphas, *self.rl.alphas]):
             raise ValueError("every α (sft.alphas, rl.alphas) must lie in [0, 1]")
+        labels = self.sft.labels
+        if labels.rule == "successor":
+            for key in ("successor", "cost", "successor_cost"):
+                if getattr(labels, key) is None:
+                    raise ValueError(f"sft.labels.{key} is required with sft.labels.rule: successor")
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -6,6 +6,17 @@ For every training question with competence p and every scenario α of the confi
     otherwise       →  one of the agent's own correct samples      (answer: its own working, then the
                                                       template's final line "The answer is: X")
 
+The paper's δ = 1 − α prices a reject as if the next agent were always right and cost one unit
+more. `sft.labels.rule: successor` prices it with the real chain instead: answering earns
+p − α·c, handing on earns the successor's p_next − α·c_next (its competence on the same
+question, sampled the same way), so the target is a reject iff
+
+    p < p_next − α·(c_next − c)
+
+It rejects only what the successor can do and this agent cannot, and never where neither can
+(being wrong cheaply beats being wrong dearly). At serving time the agent still decides alone,
+from the query: the successor's competence only shapes what it was taught.
+
 asked with exactly the prompt serving sends (scenario instruction, reject offered, answer
 template: `actors/engines/prompting.py`), so the agent learns to decide from the scenario it is
 told. The paper balances answer and reject 50/50; we do it per scenario, by dropping examples
@@ -37,7 +48,7 @@ from disrouter.actors.engine import EngineRequest
 from disrouter.actors.engines.prompting import as_dicts, build_messages, cut_after_answer, extract_answer
 from disrouter.training.config import TrainConfig
 from disrouter.training.grading import NUMBER_RE, extract_choice, extract_number, parse_number
-from disrouter.training.sampling import Competence
+from disrouter.training.sampling import COMPETENCE_FILE, Competence, read_competence
 
 DATASET_FILE = "dataset.jsonl"
 STATS_FILE = "stats.json"
@@ -68,6 +79,54 @@ def forced_messages(prompt: str) -> list[dict[str, str]]:
 def label(p: float, alpha: float) -> str:
     """The paper's SFT label: reject when the competence is below δ = 1 − α."""
     return "reject" if p < 1.0 - alpha else "answer"
+
+
+def successor_label(p: float, alpha: float, p_next: float, cost_gap: float) -> str:
+    """Reject iff handing on pays in expectation: p − α·c < p_next − α·c_next (cost_gap = c_next − c)."""
+    return "reject" if p < p_next - alpha * cost_gap else "answer"
+
+
+class Labeller:
+    """The config's label rule over the training records: `labeller(record, α)` → answer | reject."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.rules = cfg.sft.labels
+        self.next_p: dict[str, float] = {}
+        self.fallback = 0.0
+        self.missing: set[str] = set()
+        if self.rules.rule == "successor":
+            assert self.rules.successor is not None  # the config checks it
+            path = Path(self.rules.successor).expanduser()
+            path = path / COMPETENCE_FILE if path.is_dir() else path
+            if not path.is_file():
+                raise FileNotFoundError(f"sft.labels.successor: no competence cache at {path}")
+            self.next_p = {key: record.p for key, record in read_competence(path).items()}
+            if not self.next_p:
+                raise ValueError(f"sft.labels.successor: {path} holds no questions")
+            # A question the successor was not asked: its mean competence (counted in the stats).
+            self.fallback = sum(self.next_p.values()) / len(self.next_p)
+
+    def __call__(self, record: Competence, alpha: float) -> str:
+        if self.rules.rule == "paper":
+            return label(record.p, alpha)
+        p_next = self.next_p.get(record.id)
+        if p_next is None:
+            self.missing.add(record.id)
+            p_next = self.fallback
+        assert self.rules.cost is not None and self.rules.successor_cost is not None
+        return successor_label(record.p, alpha, p_next, self.rules.successor_cost - self.rules.cost)
+
+    def describe(self) -> dict[str, Any]:
+        if self.rules.rule == "paper":
+            return {"rule": "reject iff p < 1 - alpha (paper, SFT stage)"}
+        return {
+            "rule": "reject iff p < p_next - alpha * (successor_cost - cost) (successor)",
+            "successor": self.rules.successor,
+            "cost": self.rules.cost,
+            "successor_cost": self.rules.successor_cost,
+            "successor_missing": len(self.missing),
+            "successor_fallback_p": round(self.fallback, 4),
+        }
 
 
 def templated(reply: str, kind: str) -> str | None:
@@ -113,6 +172,19 @@ def own_answer(record: Competence) -> str | None:
     return candidates[0] if candidates else None
 
 
+def own_attempt(record: Competence) -> str | None:
+    """The agent's own shortest templated reply, right or not (None when no reply has a result).
+
+    The target where the successor rule says "answer" but the agent was never right: neither
+    agent can, so the best it can do is try cheaply. Its own attempt teaches the decision (try,
+    don't hand on) and nothing it would not have said; a right answer it never gave would teach
+    arithmetic it cannot do.
+    """
+    candidates = sorted({t for t in (templated(text, record.kind) for text in record.samples if text.strip()) if t is not None},
+                        key=len)
+    return candidates[0] if candidates else None
+
+
 def _example(record: Competence, alpha: float | None, target: str, kind: str) -> Example:
     messages = forced_messages(record.prompt) if alpha is None else self_aware_messages(record.prompt, alpha)
     return Example(messages, [{"role": "assistant", "content": target}], record.id, alpha, kind, record.p)
@@ -121,17 +193,22 @@ def _example(record: Competence, alpha: float | None, target: str, kind: str) ->
 def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Example], dict[str, Any]]:
     """The SFT examples and their statistics (see the module doc)."""
     rng = random.Random(cfg.seed)
+    labeller = Labeller(cfg)
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
     answers: list[Example] = []
     rejects: list[Example] = []
+    attempts = 0  # answers whose target is a wrong attempt (successor rule, neither agent can)
     for alpha in cfg.sft.alphas:
         for record in train:
-            if label(record.p, alpha) == "reject":
+            if labeller(record, alpha) == "reject":
                 rejects.append(_example(record, alpha, REJECT_PHRASE, "reject"))
             else:
-                text = own_answer(record)
-                if text is not None:  # p ≥ 1 − α > 0 means some sample was right
+                # The paper's rule answers only where some sample was right (p ≥ 1 − α > 0); the
+                # successor rule also where neither agent can: then the agent's own attempt.
+                text = own_answer(record) or own_attempt(record)
+                if text is not None:
                     answers.append(_example(record, alpha, text, "answer"))
+                    attempts += record.p == 0
     before = _per_alpha(answers + rejects)
     if cfg.sft.balance == "pooled" and answers and rejects:
         # Drop examples of the larger class uniformly across scenarios: the classes come out
@@ -161,7 +238,8 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
         "forced": len(forced),
         "labels": dict(Counter(e.label for e in examples)),
         "competence_mean": round(sum(r.p for r in train) / len(train), 4) if train else None,
-        "rule": "reject iff p < 1 - alpha (paper, SFT stage)",
+        **labeller.describe(),
+        "answers_never_right": attempts,
         "balance": cfg.sft.balance,
     }
     return examples, stats

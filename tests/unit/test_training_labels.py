@@ -1,13 +1,22 @@
 import random
 
+import msgspec
 import pytest
 
 from disrouter.actors.decision import REJECT_PHRASE, scenario_instruction
 from disrouter.actors.engine import EngineRequest
 from disrouter.actors.engines.prompting import as_dicts, build_messages
-from disrouter.training.config import SFTConfig, TrainConfig
+from disrouter.training.config import LabelConfig, SFTConfig, TrainConfig
 from disrouter.training.grading import is_correct
-from disrouter.training.labels import build_examples, forced_messages, label, own_answer, self_aware_messages, templated
+from disrouter.training.labels import (
+    build_examples,
+    forced_messages,
+    label,
+    own_answer,
+    self_aware_messages,
+    successor_label,
+    templated,
+)
 from disrouter.training.sampling import Competence
 
 
@@ -103,3 +112,53 @@ def test_per_scenario_balance_and_forced_share():
     assert all(REJECT_PHRASE not in e.prompt[0]["content"] and e.label == "answer" for e in forced)
     unbalanced, stats = build_examples(config(balance="none", forced_share=0.0), records)
     assert stats["labels"] == {"answer": 40 + 40 + 10, "reject": 60 + 60 + 90}
+
+
+@pytest.mark.parametrize(
+    ("p", "alpha", "p_next", "expected"),
+    [
+        (0.0, 0.2, 1.0, "reject"),  # only the successor can: hand on
+        (0.0, 0.8, 1.0, "reject"),  # 0 < 1 − 0.8·0.8 = 0.36
+        (0.4, 0.8, 1.0, "answer"),  # 0.4 ≥ 0.36: cheaper to take the chance
+        (0.0, 0.2, 0.0, "answer"),  # neither can: be wrong cheaply (the paper's rule rejects)
+        (0.5, 0.2, 0.6, "answer"),  # the successor is barely better: not worth 0.16
+        (0.3, 0.2, 0.6, "reject"),  # 0.3 < 0.6 − 0.16
+        (0.44, 0.5, 0.84, "answer"),  # exactly at the break-even point: answer
+    ],
+)
+def test_successor_rule_rejects_only_when_handing_on_pays(p, alpha, p_next, expected):
+    assert successor_label(p, alpha, p_next, cost_gap=0.8) == expected
+
+
+def write_cache(path, competence: dict[str, float]) -> None:
+    with path.open("w") as fh:
+        for key, p in competence.items():
+            fh.write(msgspec.json.encode(Competence(id=key, task="arith", split="train", kind="numeric", gold="1", prompt="x",
+                                                   p=p, samples=[], correct=[])).decode() + "\n")
+
+
+def test_successor_labels_read_the_successors_competence_and_count_what_it_lacks(tmp_path):
+    records = [record(i, p) for i, p in enumerate([0.0, 0.0, 0.5, 1.0])]
+    # q000: only the successor can; q001: neither can; q002: both half; q003: not in its cache.
+    write_cache(tmp_path / "competence.jsonl", {"q000": 1.0, "q001": 0.0, "q002": 0.5})
+    labels = LabelConfig(rule="successor", successor=str(tmp_path), cost=0.1, successor_cost=0.9)
+    examples, stats = build_examples(config(alphas=[0.5], balance="none", forced_share=0.0, labels=labels), records)
+    by_id = {e.id: e.label for e in examples}
+    # q001: neither can, so an answer whose target is its own (wrong) attempt.
+    assert by_id == {"q000": "reject", "q001": "answer", "q002": "answer", "q003": "answer"}
+    attempt = next(e for e in examples if e.id == "q001").completion[0]["content"]
+    assert attempt == "7 + 5 = 11\nThe answer is: 11" and stats["answers_never_right"] == 1
+    assert stats["successor_missing"] == 1 and stats["successor_fallback_p"] == 0.5
+    assert "successor" in stats["rule"]
+
+
+def test_successor_rule_needs_its_inputs_and_says_which_is_missing(tmp_path):
+    from disrouter.training.config import ConfigError, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("agent: a\nmodel: m\nout: o\nsft: {labels: {rule: successor, successor: x, cost: 0.1}}\n")
+    with pytest.raises(ConfigError, match="sft.labels.successor_cost"):
+        load_config(path)
+    labels = LabelConfig(rule="successor", successor=str(tmp_path / "nowhere"), cost=0.1, successor_cost=0.9)
+    with pytest.raises(FileNotFoundError, match="sft.labels.successor"):
+        build_examples(config(labels=labels), [record(0, 0.5)])
