@@ -14,7 +14,10 @@ question, sampled the same way), so the target is a reject iff
     p < p_next − α·(c_next − c)
 
 It rejects only what the successor can do and this agent cannot, and never where neither can
-(being wrong cheaply beats being wrong dearly). At serving time the agent still decides alone,
+(being wrong cheaply beats being wrong dearly). Where neither can, the agent has no right answer
+to be taught: `sft.labels.unsolved: skip` (default) leaves the question out of that scenario,
+`attempt` teaches its own shortest wrong attempt — measured live, that cost SmolLM2 7 points of
+forced accuracy (README, "The trained default"). At serving time the agent still decides alone,
 from the query: the successor's competence only shapes what it was taught.
 
 asked with exactly the prompt serving sends (scenario instruction, reject offered, answer
@@ -204,8 +207,11 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
                 rejects.append(_example(record, alpha, REJECT_PHRASE, "reject"))
             else:
                 # The paper's rule answers only where some sample was right (p ≥ 1 − α > 0); the
-                # successor rule also where neither agent can: then the agent's own attempt.
-                text = own_answer(record) or own_attempt(record)
+                # successor rule also where neither agent can: then nothing, or the agent's own
+                # attempt (`sft.labels.unsolved`).
+                text = own_answer(record)
+                if text is None and cfg.sft.labels.unsolved == "attempt":
+                    text = own_attempt(record)
                 if text is not None:
                     answers.append(_example(record, alpha, text, "answer"))
                     attempts += record.p == 0

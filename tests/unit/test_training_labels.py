@@ -141,7 +141,7 @@ def test_successor_labels_read_the_successors_competence_and_count_what_it_lacks
     records = [record(i, p) for i, p in enumerate([0.0, 0.0, 0.5, 1.0])]
     # q000: only the successor can; q001: neither can; q002: both half; q003: not in its cache.
     write_cache(tmp_path / "competence.jsonl", {"q000": 1.0, "q001": 0.0, "q002": 0.5})
-    labels = LabelConfig(rule="successor", successor=str(tmp_path), cost=0.1, successor_cost=0.9)
+    labels = LabelConfig(rule="successor", successor=str(tmp_path), cost=0.1, successor_cost=0.9, unsolved="attempt")
     examples, stats = build_examples(config(alphas=[0.5], balance="none", forced_share=0.0, labels=labels), records)
     by_id = {e.id: e.label for e in examples}
     # q001: neither can, so an answer whose target is its own (wrong) attempt.
@@ -162,3 +162,12 @@ def test_successor_rule_needs_its_inputs_and_says_which_is_missing(tmp_path):
     labels = LabelConfig(rule="successor", successor=str(tmp_path / "nowhere"), cost=0.1, successor_cost=0.9)
     with pytest.raises(FileNotFoundError, match="sft.labels.successor"):
         build_examples(config(labels=labels), [record(0, 0.5)])
+
+
+def test_successor_rule_skips_what_neither_agent_can_by_default(tmp_path):
+    records = [record(i, p) for i, p in enumerate([0.0, 0.0, 0.5])]
+    write_cache(tmp_path / "competence.jsonl", {"q000": 1.0, "q001": 0.0, "q002": 0.5})
+    labels = LabelConfig(rule="successor", successor=str(tmp_path), cost=0.1, successor_cost=0.9)
+    examples, stats = build_examples(config(alphas=[0.5], balance="none", forced_share=0.0, labels=labels), records)
+    assert {e.id: e.label for e in examples} == {"q000": "reject", "q002": "answer"}
+    assert stats["answers_never_right"] == 0
