@@ -5,10 +5,10 @@ CPython's cyclic collector starts a young collection every 700 container objects
 others are handled, so its objects (the fetched record, the Query, its task and futures)
 survive two young collections and are promoted to the old generation; that promotion is what
 triggers full collections, and a full collection walks every object of the process (a Ray
-process holds hundreds of thousands). Measured with the fabric benchmark's chain in one
-process (three replay agents and the client, 256 queries in flight): the collector took
-93–111 µs of the 260–290 µs of Python CPU a query cost; with the objects that exist after
-start-up frozen and young collections every 5,000 allocations, 6 µs.
+process holds hundreds of thousands). Measured with the fabric's chain in one process
+(`bench/chain_cpu.py`: three replay agents and the client, 256 queries in flight): the
+collector took 93–111 µs of the 260–290 µs of Python CPU a query cost; with the objects that
+exist after start-up frozen and young collections every 5,000 allocations, 6–10 µs.
 
 - freeze (`gc.freeze`): what exists once a process has started (modules, Ray, the engine and
   its trace or weights) lives until it exits; frozen, no collection walks it again. Serve
