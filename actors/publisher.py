@@ -38,6 +38,8 @@ log = structlog.get_logger("disrouter.publisher")
 
 # Room left in a request for the record's key, headers and framing.
 _RECORD_OVERHEAD = 4096
+
+
 def retriable(exc: BaseException) -> bool:
     """Whether retrying could help: the broker's own verdict, plus client-side timeouts."""
     return isinstance(exc, KafkaTimeoutError) or (isinstance(exc, KafkaError) and bool(exc.retriable))
@@ -124,4 +126,3 @@ class Publisher:
         log.warning("dead_letter", agent=cfg.name, reason=reason, kind=kind, topic=record.topic, offset=record.offset,
                     truncated=letter.value_truncated)
         return True
-
