@@ -5,8 +5,9 @@ gathered per topic-partition (all those sent while the partition's previous batc
 turn) and handed to aiokafka as one batch (`create_batch`/`send_batch`): one future and one
 timer per batch instead of a `send` coroutine, a future and a timer per record. A record counts
 as sent only once the broker acknowledged its batch, so a caller that awaits `send` before
-finishing its work keeps at-least-once; records of one partition keep the order they were
-sent in.
+finishing its work keeps at-least-once. Records of one partition that share batches keep the
+order they were sent in; one too large to share a batch (`BATCHED_BYTES`) takes aiokafka's own
+path and may pass them (nothing in DiSRouter relies on an order across keys).
 
 Used by the agents' publisher (`publisher.py`, which adds retries) and by the client SDK.
 """

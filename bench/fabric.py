@@ -249,8 +249,8 @@ async def fabric(bootstrap: str, broker_pid: int, namespace: str, opts, *, laten
         # Warm-up: one query down the whole chain, so group joins are not counted.
         await client.ask(Query(id="f2", prompt="p"), opts.timeout)
         # This process is the client: settled as a long-lived client process should be
-        # (`actors/heap.py`; the floor was measured with the same settings). The agents' replicas
-        # settle their own.
+        # (`actors/heap.py`; the floor was measured with the same settings), as the agents'
+        # replicas are (Serve freezes their start-up, `AgentDeployment` tunes the threshold).
         heap.settle()
         hops = await hop_latency(client, opts.hop_samples, opts.timeout) if latency else {}
         first = 3 + 3 * opts.hop_samples  # fresh ids: the client matches answers by id
