@@ -7,8 +7,11 @@ Serve tags `deployment`, `replica`, `application` added, and prefixes every name
 Three sources, chosen so the consume loop carries no metric code of its own:
 - the worker's `stats` counters (consumed, answered, rejected, dead-lettered, …) are turned into
   Prometheus counters by their increments, on every `sample()`;
-- each published outcome (`observe`): the hop's decision latency and tokens, and at the egress
-  (the agent that ends a query) its hops, latency, tokens and dollars per scenario;
+- each published outcome (`hop`, `ended`): the hop's decision latency and tokens, and at the
+  egress (the agent that ends a query) its hops, latency, tokens and dollars per scenario.
+  Histograms are observed at once; counters are summed here and handed to Ray with each
+  sample (`flush`): a Ray metric call costs a few µs, and an ended query would otherwise make
+  nine of them on the hot path;
 - the consumer: lag per assigned partition (end offset − position) and queries in flight,
   sampled every `interval_s`; the same numbers are the agent's autoscaling signal (`backlog`).
 """
@@ -79,6 +82,8 @@ class AgentMetrics:
         self.query_usd = Counter("disrouter_query_cost_usd", "Dollars over every hop of ended queries", tag_keys=_keys(*egress))
         self.query_cost = Counter("disrouter_query_cost", "Normalised cost (the paper's metric) of ended queries",
                                   tag_keys=_keys(*egress))
+        # Counter increments not handed to Ray yet, per (counter, tags).
+        self._sums: dict[tuple[Counter, tuple[tuple[str, str], ...]], float] = {}
         self._seen: Tally[str] = Tally()
         self._lagging: set[tuple[str, str]] = set()
         self.backlog = 0.0  # last sampled lag over this replica's partitions + in flight
@@ -86,14 +91,28 @@ class AgentMetrics:
     def _with(self, **extra: str) -> dict[str, str]:
         return {**self.tags, **extra}
 
+    def _add(self, counter: Counter, value: float | None, tags: dict[str, str]) -> None:
+        if value:
+            key = (counter, tuple(tags.items()))
+            self._sums[key] = self._sums.get(key, 0.0) + value
+
+    def flush(self) -> None:
+        """Hand the summed counter increments to Ray (each sample, and when the replica stops)."""
+        sums, self._sums = self._sums, {}
+        for (counter, tags), value in sums.items():
+            try:
+                _inc(counter, value, dict(tags))
+            except Exception as exc:  # noqa: BLE001 - a metric must never fail the replica
+                log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
+
     # --- per outcome -----------------------------------------------------------------------------
 
     def hop(self, hop: Hop) -> None:
         """One hop of this agent was published (a reject passed on, or the query ended here)."""
         try:
             self.decision_ms.observe(hop.latency_ms, self._with(decision=hop.decision))
-            _inc(self.tokens, hop.tokens_in, self._with(direction="in"))
-            _inc(self.tokens, hop.tokens_out, self._with(direction="out"))
+            self._add(self.tokens, hop.tokens_in, self._with(direction="in"))
+            self._add(self.tokens, hop.tokens_out, self._with(direction="out"))
         except Exception as exc:  # noqa: BLE001 - a metric must never fail a published hop
             log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
 
@@ -104,20 +123,21 @@ class AgentMetrics:
         try:
             tags = self._with(scenario=answer.scenario.value if answer.scenario else "alpha", status=answer.status)
             totals = answer.totals
-            self.answers.inc(1, tags)
+            self._add(self.answers, 1, tags)
             self.hops.observe(totals.hops, tags)
-            _inc(self.visits, totals.hops, tags)
+            self._add(self.visits, totals.hops, tags)
             self.latency_ms.observe(totals.latency_ms, tags)
-            _inc(self.query_tokens, totals.tokens_in, {**tags, "direction": "in"})
-            _inc(self.query_tokens, totals.tokens_out, {**tags, "direction": "out"})
-            _inc(self.query_cost, answer.cost, tags)
-            _inc(self.query_usd, totals.cost_usd, tags)
+            self._add(self.query_tokens, totals.tokens_in, {**tags, "direction": "in"})
+            self._add(self.query_tokens, totals.tokens_out, {**tags, "direction": "out"})
+            self._add(self.query_cost, answer.cost, tags)
+            self._add(self.query_usd, totals.cost_usd, tags)
         except Exception as exc:  # noqa: BLE001 - a metric must never fail a published answer
             log.warning("metrics_failed", agent=self.tags["agent"], error=repr(exc))
 
     # --- sampled ---------------------------------------------------------------------------------
 
     async def sample(self, worker: AgentWorker) -> None:
+        self.flush()
         for name in COUNTED:
             delta = worker.stats[name] - self._seen[name]
             if delta > 0:

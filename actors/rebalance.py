@@ -36,7 +36,7 @@ log = structlog.get_logger("disrouter.rebalance")
 class Work:
     """One consumed record being handled by one task."""
 
-    __slots__ = ("tp", "offset", "part", "started", "publishing", "fence", "task")
+    __slots__ = ("tp", "offset", "part", "started", "publishing", "fence", "task", "deadline", "expired")
 
     def __init__(self, tp: TopicPartition, offset: int, part: PartitionWatermark, started: float) -> None:
         self.tp = tp
@@ -44,6 +44,10 @@ class Work:
         self.part = part
         self.started = started  # monotonic
         self.publishing = False
+        # While the engine works on it: when that must end (monotonic, `timeouts.process_s`),
+        # and whether the worker's deadline sweep has cancelled the task for overrunning it.
+        self.deadline: float | None = None
+        self.expired = False
         self.fence: asyncio.Event | None = None  # set while the partition's owner is undecided
         self.task: asyncio.Task | None = None
 

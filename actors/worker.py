@@ -10,10 +10,11 @@ consumer pauses its partitions (memory stays bounded) but keeps polling, so the 
 leaves its group for being idle.
 
 Liveness: every step is bounded (`Timeouts`): an engine that hangs ends the query `unanswered`
-after `process_s`; a publish gives up after `publish_s` (`publisher.py`); an outcome that
-cannot be published is dead-lettered and the client still gets an `unanswered` Answer with the
-reason. Health (`failure`) reports a dead loop and also a stalled one: no poll, or a query
-in work, for longer than `stall_s`. Rebalances fence in-flight work (`rebalance.py`).
+after `process_s` (one deadline sweep for the replica, not a timer per query); a publish gives
+up after `publish_s` (`publisher.py`); an outcome that cannot be published is dead-lettered and
+the client still gets an `unanswered` Answer with the reason. Health (`failure`) reports a dead
+loop and also a stalled one: no poll, or a query in work, for longer than `stall_s`. Rebalances
+fence in-flight work (`rebalance.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ log = structlog.get_logger("disrouter.worker")
 
 # While full, how often the loop wakes to poll (keeps group membership) and check for slots.
 _FULL_POLL_S = 1.0
+# How often overdue engine calls are looked for: at most this long, or a tenth of
+# `timeouts.process_s`, after their deadline.
+_EXPIRY_SWEEP_S = 1.0
 
 
 class AgentWorker:
@@ -81,6 +85,7 @@ class AgentWorker:
         self._paused = False
         self._loop_task: asyncio.Task | None = None
         self._commit_task: asyncio.Task | None = None
+        self._expiry_task: asyncio.Task | None = None
         self._last_poll = time.monotonic()
         self._started_at = time.time()
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}"
@@ -114,6 +119,7 @@ class AgentWorker:
         self._last_poll = time.monotonic()
         self._loop_task = asyncio.create_task(self._consume(), name=f"consume-{cfg.name}")
         self._commit_task = asyncio.create_task(self._commit_periodically(), name=f"commit-{cfg.name}")
+        self._expiry_task = asyncio.create_task(self._expire_periodically(), name=f"expire-{cfg.name}")
         log.info("agent_started", agent=cfg.name, topics=cfg.input_topics, group=cfg.group_id, trust=boundary.keys.source)
 
     async def _find_orphans(self) -> dict[str, str]:
@@ -165,7 +171,7 @@ class AgentWorker:
     @property
     def failure(self) -> BaseException | str | None:
         """Why the loop is dead or stalled, or None while it is healthy."""
-        for task in (self._loop_task, self._commit_task):
+        for task in (self._loop_task, self._commit_task, self._expiry_task):
             if task is None or not task.done():
                 continue
             if task.cancelled():
@@ -202,9 +208,10 @@ class AgentWorker:
             for task in pending:  # not finished → not committed → re-delivered to the group
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._commit_task:
-            self._commit_task.cancel()
-            await asyncio.gather(self._commit_task, return_exceptions=True)
+        for periodic in (self._commit_task, self._expiry_task):
+            if periodic:
+                periodic.cancel()
+                await asyncio.gather(periodic, return_exceptions=True)
         if self._consumer is not None:
             await self.commit()
             await self._quietly("consumer", self._consumer.stop())
@@ -334,7 +341,7 @@ class AgentWorker:
         structlog.contextvars.bind_contextvars(query_id=query.id, agent=self.config.name)
         started = time.perf_counter()
         removed = self._orphans.get(record.topic)
-        outcome, internal = (self.agent.reroute(query, removed), None) if removed else await self._process(query)
+        outcome, internal = (self.agent.reroute(query, removed), None) if removed else await self._process(query, work)
         processed = time.perf_counter()
         await work.enter_publishing()
         if internal is not None and not await self.publisher.dead_letter(record, internal, "internal"):
@@ -345,7 +352,7 @@ class AgentWorker:
                  process_ms=round((processed - started) * 1000.0, 3), publish_ms=round((time.perf_counter() - processed) * 1000.0, 3))
         return recorded
 
-    async def _process(self, query: Query) -> tuple[Outcome, str | None]:
+    async def _process(self, query: Query, work: Work) -> tuple[Outcome, str | None]:
         """The agent's outcome; a query that asked for streaming also has its answer's text
         published as it is generated (best effort, `streaming.py`), until the outcome is known."""
         cfg = self.config
@@ -354,20 +361,25 @@ class AgentWorker:
             chunks = ChunkPublisher(self._producer, cfg.stream_topic, query.id or "", cfg.name, self.stats,
                                     send_timeout_s=min(2.0, cfg.timeouts.publish_attempt_s))
         try:
-            return await self._process_once(query, chunks.offer if chunks else None)
+            return await self._process_once(query, work, chunks.offer if chunks else None)
         finally:
             if chunks is not None:
                 chunks.close()
 
-    async def _process_once(self, query: Query, on_text: Any = None) -> tuple[Outcome, str | None]:
+    async def _process_once(self, query: Query, work: Work, on_text: Any = None) -> tuple[Outcome, str | None]:
         """The agent's outcome; a timeout or a bug becomes an `unanswered` Final (plus, for a
         bug, the reason to dead-letter the record with)."""
         cfg = self.config
         started = time.perf_counter()
+        work.deadline = time.monotonic() + cfg.timeouts.process_s
         try:
-            async with asyncio.timeout(cfg.timeouts.process_s):
-                return await self.agent.process(query, on_text), None
-        except TimeoutError:
+            return await self.agent.process(query, on_text), None
+        except asyncio.CancelledError:
+            # Only the deadline sweep's own cancellation is a timeout (as `asyncio.timeout`
+            # tells its own apart): a revoke or a stop, even at the same time, goes on up.
+            task = asyncio.current_task()
+            if not work.expired or task is None or task.uncancel() > 0:
+                raise
             reason = f"timed out after {cfg.timeouts.process_s:g} s at {cfg.name!r} (timeouts.process_s)"
             self.stats["timed_out"] += 1
             internal = None
@@ -375,6 +387,8 @@ class AgentWorker:
             log.exception("process_failed", query_id=query.id, agent=cfg.name)
             reason = f"internal error at {cfg.name!r}: {type(exc).__name__}: {exc}"
             internal = reason
+        finally:
+            work.deadline = None
         hop = Hop(agent=cfg.name, decision="reject", cost=cfg.cost, error=reason[:MAX_HOP_ERROR_CHARS],
                   latency_ms=round((time.perf_counter() - started) * 1000.0, 3))
         return Final(query.reply_to or cfg.answers_topic, self._unanswered(query, [*query.trail, hop], reason)), internal
@@ -450,6 +464,28 @@ class AgentWorker:
             log.warning("commit_failed", agent=self.config.name, error=repr(exc))
             return
         self.watermarks.mark_committed(offsets)
+
+    # --- deadlines ---------------------------------------------------------------------------
+
+    async def _expire_periodically(self) -> None:
+        """One sweep for the replica instead of an `asyncio.timeout` (a timer, pushed on and
+        taken off the loop's heap) per query: overdue engine calls end a little late (at most
+        `_EXPIRY_SWEEP_S`, or a tenth of `process_s`), which the stall bound leaves room for."""
+        interval = min(_EXPIRY_SWEEP_S, self.config.timeouts.process_s / 10)
+        while True:
+            await asyncio.sleep(interval)
+            self.expire_overdue()
+
+    def expire_overdue(self, now: float | None = None) -> int:
+        """Cancel the tasks whose engine call is past its deadline; `_process_once` turns that
+        cancellation into an `unanswered` outcome. Returns how many."""
+        now = time.monotonic() if now is None else now
+        overdue = [w for w in self._work.values() if w.deadline is not None and now >= w.deadline and not w.expired]
+        for work in overdue:
+            if work.task is not None:
+                work.expired = True
+                work.task.cancel()
+        return len(overdue)
 
     async def _commit_periodically(self) -> None:
         interval = self.config.kafka.commit_interval_ms / 1000.0

@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 from aiokafka import TopicPartition
 
+from disrouter.actors import heap
 from disrouter.actors.agent import Agent, Final, Forward
 from disrouter.actors.config import KafkaSpec
 from disrouter.actors.contracts import Query
@@ -247,6 +248,10 @@ async def fabric(bootstrap: str, broker_pid: int, namespace: str, opts, *, laten
     async with Client(bootstrap, namespace) as client:
         # Warm-up: one query down the whole chain, so group joins are not counted.
         await client.ask(Query(id="f2", prompt="p"), opts.timeout)
+        # This process is the client: settled as a long-lived client process should be
+        # (`actors/heap.py`; the floor was measured with the same settings), as the agents'
+        # replicas are (Serve freezes their start-up, `AgentDeployment` tunes the threshold).
+        heap.settle()
         hops = await hop_latency(client, opts.hop_samples, opts.timeout) if latency else {}
         first = 3 + 3 * opts.hop_samples  # fresh ids: the client matches answers by id
         pids = {stats["agent"]: int(stats["replica"].rsplit(":", 1)[1]) for stats in await agent_stats(namespace)}
@@ -367,6 +372,7 @@ def main() -> None:
     runs: dict[tuple[int, int], Run] = {}
     try:
         spec = KafkaSpec(bootstrap_servers=broker.bootstrap, partitions=opts.partitions)
+        heap.settle()  # as for the chain's client below: the floor's client gets the same collector
         assert broker.proc is not None
         rtts, raw, floor_cpu = asyncio.run(floor(spec, "fabric", opts.pings, opts.floor_messages, broker.proc.pid))
         baseline = asyncio.run(direct(topology_args("fabric", broker.bootstrap, trace, opts.partitions, 1), opts.queries))

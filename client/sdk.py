@@ -25,6 +25,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from disrouter.actors import topics
+from disrouter.actors.batching import BatchSender
 from disrouter.actors.boundary import signed_query
 from disrouter.actors.config import KafkaSpec, TrustSpec
 from disrouter.actors.contracts import AGENT_ONLY_FIELDS, Answer, Chunk, Query
@@ -35,6 +36,9 @@ _DEFAULTS = Query(prompt="-")
 
 # How many finished ids a client remembers to count late copies as duplicates (not as strangers).
 DEFAULT_REMEMBER = 65_536
+# How long a query's produce may wait for the broker's acknowledgement: aiokafka's own request
+# timeout, which bounded the client's sends before they were batched.
+SEND_TIMEOUT_S = 40.0
 
 
 class Client:
@@ -79,6 +83,9 @@ class Client:
         read = [self.answers_topic, *([self.stream_topic] if self.stream_topic else [])]
         await ensure_topics(self.spec, [topics.ingress(self.namespace), *read])
         self._producer = make_producer(self.spec)
+        # Queries sent together share produce batches (`batching.py`): one future and one timer
+        # per batch, not per query.
+        self._sender = BatchSender(self._producer, SEND_TIMEOUT_S)
         # No group: this client reads every partition from the end, so it sees only answers to
         # queries it is about to send, and never steals partitions from another reader.
         self._consumer = make_consumer(self.spec, group_id=None, auto_offset_reset="latest")
@@ -232,7 +239,7 @@ class Client:
 
         future.add_done_callback(done)
         try:
-            await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+            await self._sender.send(topic, value, key, headers)
         except BaseException:
             future.cancel()
             raise

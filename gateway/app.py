@@ -27,6 +27,7 @@ from fastapi.responses import Response, StreamingResponse
 from ray import serve
 from ray.serve import Application
 
+from disrouter.actors import heap
 from disrouter.actors.logs import configure_logging
 from disrouter.gateway.metrics import GatewayMetrics
 from disrouter.gateway.protocol import ChatCompletionRequest, encode
@@ -51,6 +52,7 @@ def _error(exc: GatewayError) -> Response:
 class Gateway:
     async def __init__(self, spec: dict[str, Any]) -> None:  # type: ignore[misc]  # Serve awaits an async constructor
         configure_logging()
+        heap.tune()  # thousands of waits in flight: see `actors/heap.py`
         config = msgspec.convert(spec, GatewaySpec)
         self.service = ChatService(config, GatewayMetrics())
         await self.service.start()
