@@ -65,13 +65,22 @@ def test_shipped_recipes_load():
 
     recipes = sorted((Path(__file__).resolve().parents[2] / "training" / "recipes").glob("*.yaml"))
     assert recipes
-    for path in recipes:
-        cfg = load_config(path)
+    configs = {path.name: load_config(path) for path in recipes}
+    by_out = {cfg.out: cfg for cfg in configs.values()}
+    for name, cfg in configs.items():
         assert cfg.data.sets
-        if path.name.startswith("competence-"):  # measurement only: greedy, nothing to train on
+        if name.startswith("competence-"):  # measurement only: greedy, nothing to train on
             assert cfg.data.train_questions == 0 and cfg.sample.temperature == 0.0 and cfg.sample.n == 1
+        elif name.endswith("-successor.yaml"):  # another agent's labels read this competence: sampled, not trained
+            assert cfg.data.train_questions > 0 and cfg.sample.n > 1 and cfg.export_to is None
         else:
             assert cfg.export_to
+        labels = cfg.sft.labels
+        if labels.rule == "successor":
+            # The successor's cache comes from a shipped recipe asking the same training questions.
+            successor = by_out[labels.successor]
+            assert successor.agent != cfg.agent
+            assert (successor.data.sets[0].name, successor.data.train_questions) == (cfg.data.sets[0].name, cfg.data.train_questions)
 
 
 @pytest.mark.parametrize("ship,rl_ran,expected", [("rl", True, "rl"), ("rl", False, "sft"), ("sft", True, "sft")])
