@@ -167,12 +167,17 @@ def templated(reply: str, kind: str) -> str | None:
     return f"{working.rstrip()}\nThe answer is: {shown}"
 
 
+def _shortest(texts: list[str], kind: str) -> str | None:
+    """The shortest of these replies in the answer template (None when none has a result).
+    Ties go to the first in text order: the same data on every run (a set's order is not)."""
+    candidates = {t for t in (templated(text, kind) for text in texts if text.strip()) if t is not None}
+    return min(candidates, key=lambda t: (len(t), t), default=None)
+
+
 def own_answer(record: Competence) -> str | None:
     """One of the agent's own correct replies, templated (None when it never got it right)."""
-    right = [text for text, ok in zip(record.samples, record.correct) if ok and text.strip()]
-    candidates = sorted({t for t in (templated(text, record.kind) for text in right) if t is not None}, key=len)
     # The shortest: the least rambling of its own right answers, and the cheapest to train on.
-    return candidates[0] if candidates else None
+    return _shortest([text for text, ok in zip(record.samples, record.correct) if ok], record.kind)
 
 
 def own_attempt(record: Competence) -> str | None:
@@ -183,9 +188,7 @@ def own_attempt(record: Competence) -> str | None:
     don't hand on) and nothing it would not have said; a right answer it never gave would teach
     arithmetic it cannot do.
     """
-    candidates = sorted({t for t in (templated(text, record.kind) for text in record.samples if text.strip()) if t is not None},
-                        key=len)
-    return candidates[0] if candidates else None
+    return _shortest(record.samples, record.kind)
 
 
 def _example(record: Competence, alpha: float | None, target: str, kind: str) -> Example:
