@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alphas", type=_alphas, default=[0.2, 0.5, 0.8], help="comma-separated α values (default 0.2,0.5,0.8)")
     p.add_argument("--gamma", type=float, default=None, help="γ of the reject threshold (1−α)^γ (default: topology's, else 0.5)")
     p.add_argument("--methods", help="comma-separated glob patterns of method names (default: all), e.g. 'disrouter*,router-knn'")
+    p.add_argument("--reference", help="the method every other row is compared with on the same queries, with a paired "
+                   "bootstrap 95%% interval (default: the recorded decisions: disrouter-recorded, disrouter-live in live mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of the hash split and every learner (default 0)")
     p.add_argument("--train-fraction", type=float, default=0.3, help="train share of a hash split (default 0.3)")
     p.add_argument("--embedder", choices=["minilm", "hashing"], default="minilm", help="prompt embedding (default minilm)")
@@ -119,6 +121,7 @@ def _replay(args: argparse.Namespace) -> int:
         methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
         embedder_factory=build_embedder_factory(args.embedder, args.embed_cache),
         extra_info={"trace": str(args.trace), "train_trace": args.train_trace},
+        reference=args.reference,
     )
     print(report.table(evaluation))
     written = report.write(evaluation, Path(args.out), plots=not args.no_plots)

@@ -18,11 +18,23 @@ from tqdm import tqdm
 from disrouter.actors.decision import DEFAULT_GAMMA
 from disrouter.evaluation.evalset import EvalInputError, Splits
 from disrouter.evaluation.methods import Context, Method, Unavailable, all_methods
-from disrouter.evaluation.metrics import AgentF1, Result, UnscorableRouting, easy_mask, score, self_awareness_f1
+from disrouter.evaluation.metrics import (
+    AgentF1,
+    Result,
+    UnscorableRouting,
+    easy_mask,
+    query_utilities,
+    score,
+    self_awareness_f1,
+)
+from disrouter.evaluation.significance import compare
 
 log = structlog.get_logger("disrouter.evaluation")
 
 DEFAULT_ALPHAS = (0.2, 0.5, 0.8)
+# What every other row is compared with when no reference is named: the decisions the trace
+# recorded, i.e. the deployed self-routing (`disrouter-live` in a live run).
+DEFAULT_REFERENCE = "disrouter-recorded"
 
 
 class Evaluation(msgspec.Struct):
@@ -57,14 +69,21 @@ def evaluate(
     methods: list[str] | None = None,
     embedder_factory: Callable[[], Any] | None = None,
     extra_info: dict[str, Any] | None = None,
+    reference: str | None = None,
 ) -> Evaluation:
+    """`reference`: the method every other row is compared with on the same queries (paired
+    bootstrap, `Result.versus`); default the recorded decisions where the trace has them."""
     test, train = splits.test, splits.train
     chain = test.chain
     chosen = select(all_methods(chain), methods)
+    if reference is not None and all(m.label != reference for m in chosen):
+        known = ", ".join(m.label for m in chosen)
+        raise EvalInputError(f"--reference {reference} is not among the methods to run; known: {known}")
     hidden = test.hidden()
     shared: dict[str, Any] = {}
     results: list[Result] = []
     skipped: dict[str, str] = {}
+    utilities: dict[tuple[str, float], np.ndarray] = {}
 
     steps = [(alpha, m) for alpha in alphas for m in chosen]
     for alpha, method in tqdm(steps, desc="eval", unit="method", disable=len(steps) < 8, leave=False):
@@ -74,6 +93,7 @@ def evaluate(
         try:
             routing = method.route(ctx)
             results.append(score(method.label, method.family, routing, test, alpha, seed=seed, uses_test_labels=method.uses_test_labels))
+            utilities[(method.label, alpha)] = query_utilities(method.label, routing, test, alpha)
         except (Unavailable, UnscorableRouting) as exc:
             skipped[method.label] = str(exc)
             log.info("method_skipped", method=method.label, reason=str(exc))
@@ -85,6 +105,8 @@ def evaluate(
         for r in results:
             if abs(r.alpha - alpha) < 1e-9:
                 r.pct_of_oracle = round(100.0 * r.utility / oracle.utility, 3)
+
+    _compare_rows(results, utilities, reference, seed)
 
     recorded = None
     if not np.isnan(test.decision).all():
@@ -103,6 +125,22 @@ def evaluate(
         "gamma": gamma,
         "seed": seed,
         "embedder": getattr(shared.get("embedder"), "name", None),
+        "reference": reference or DEFAULT_REFERENCE,
         **(extra_info or {}),
     }
     return Evaluation(results, skipped, info, recorded, calibrations)
+
+
+def _compare_rows(
+    results: list[Result],
+    utilities: dict[tuple[str, float], np.ndarray],
+    reference: str | None,
+    seed: int,
+) -> None:
+    """Fill each row's `versus`: the reference against it on the same test queries."""
+    name = reference or DEFAULT_REFERENCE
+    for r in results:
+        ref = utilities.get((name, r.alpha))
+        if ref is None or r.method == name:
+            continue
+        r.versus = compare(name, ref, utilities[(r.method, r.alpha)], seed=seed)

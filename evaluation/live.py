@@ -292,14 +292,17 @@ async def collect(
     return run
 
 
-def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: float, seed: int, embedder_factory: Callable[[], Any] | None, methods: list[str] | None = None):
+def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: float, seed: int, embedder_factory: Callable[[], Any] | None, methods: list[str] | None = None, reference: str | None = None):
     """The replay harness on each α's trace; the recorded-decision row becomes `disrouter-live`."""
     from disrouter.actors.trace import read_trace
     from disrouter.evaluation.evalset import split_records
     from disrouter.evaluation.harness import Evaluation, evaluate
 
-    if methods:  # in live mode the recorded-decision method goes by its live name
+    # In live mode the recorded-decision method goes by its live name.
+    if methods:
         methods = ["disrouter-recorded" if m == "disrouter-live" else m for m in methods]
+    if reference == "disrouter-live":
+        reference = "disrouter-recorded"
     combined: Evaluation | None = None
     for alpha in alphas:
         key = f"trace-alpha{alpha:g}" if f"trace-alpha{alpha:g}" in run.traces else f"deployed-alpha{alpha:g}"
@@ -308,11 +311,15 @@ def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: floa
             raise LiveError(f"no query was answered at α={alpha:g}; see {run.out}/live-summary.json")
         splits = split_records(records, chain, seed=seed)
         part = evaluate(splits, alphas=[alpha], gamma=gamma, seed=seed, methods=methods, embedder_factory=embedder_factory,
-                        extra_info={"live": run.out})
+                        extra_info={"live": run.out}, reference=reference)
         for r in part.results:
             if r.method == "disrouter-recorded":
                 r.method = "disrouter-live"
+            if r.versus is not None and r.versus.reference == "disrouter-recorded":
+                r.versus.reference = "disrouter-live"
         part.skipped = {("disrouter-live" if k == "disrouter-recorded" else k): v for k, v in part.skipped.items()}
+        if part.info.get("reference") == "disrouter-recorded":
+            part.info["reference"] = "disrouter-live"
         if combined is None:
             combined = part
             combined.info["traces"] = {}
@@ -426,6 +433,7 @@ def run_live_command(args: argparse.Namespace) -> int:
         seed=args.seed,
         embedder_factory=build_embedder_factory(args.embedder, args.embed_cache),
         methods=[m.strip() for m in args.methods.split(",")] if args.methods else None,
+        reference=args.reference,
     )
     print(report.table(evaluation))
     written = report.write(evaluation, out, plots=not args.no_plots)

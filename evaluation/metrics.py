@@ -29,6 +29,7 @@ import numpy as np
 from disrouter.actors.contracts import SCENARIO_ALPHA
 from disrouter.evaluation.evalset import EvalSet
 from disrouter.evaluation.methods.base import Routing
+from disrouter.evaluation.significance import Comparison
 
 
 class GroupStats(msgspec.Struct):
@@ -69,6 +70,9 @@ class Result(msgspec.Struct, omit_defaults=True):
     self_awareness: dict[str, AgentF1] | None = None
     params: dict[str, Any] = {}
     failed: int = 0  # queries that got no answer (live runs): counted as wrong above
+    # The reference method (the deployed self-routing) against this row on the same queries,
+    # with a paired bootstrap interval (significance.py); None on the reference's own row.
+    versus: Comparison | None = None
 
 
 def scenario_name(alpha: float) -> str:
@@ -120,16 +124,8 @@ class UnscorableRouting(ValueError):
     """The routing sends queries to agents whose test correctness is unknown."""
 
 
-def score(
-    method: str,
-    family: str,
-    routing: Routing,
-    test: EvalSet,
-    alpha: float,
-    *,
-    seed: int,
-    uses_test_labels: bool = False,
-) -> Result:
+def _scorable(method: str, routing: Routing, test: EvalSet) -> np.ndarray:
+    """The test correctness a routing is scored on; raises where it cannot be scored."""
     correct = test.correct
     if routing.failed is not None:
         # A query the routing failed to answer is wrong whatever the agents' forced answers say.
@@ -141,6 +137,31 @@ def score(
         raise ValueError(f"{method}: every query must be answered by exactly one agent in expectation")
     if np.isnan(correct[answer > 0]).any():
         raise UnscorableRouting(f"{method}: routes test queries to agents whose correctness is unknown")
+    return correct
+
+
+def query_utilities(method: str, routing: Routing, test: EvalSet, alpha: float) -> np.ndarray:
+    """Each test query's expected utility under a routing; their mean is `score`'s utility.
+
+    Kept per query so that two methods can be compared on the same queries (significance.py).
+    """
+    correct = _scorable(method, routing, test)
+    answer = routing.answer
+    return np.sum(answer * np.nan_to_num(correct), axis=1) - alpha * (answer @ test.chain.cost_array)
+
+
+def score(
+    method: str,
+    family: str,
+    routing: Routing,
+    test: EvalSet,
+    alpha: float,
+    *,
+    seed: int,
+    uses_test_labels: bool = False,
+) -> Result:
+    correct = _scorable(method, routing, test)
+    answer, ran = routing.answer, routing.ran
     costs = test.chain.cost_array
     agents = test.chain.agents
     accuracy = float(np.mean(np.sum(answer * np.nan_to_num(correct), axis=1)))

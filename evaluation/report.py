@@ -54,6 +54,7 @@ def table(evaluation: Evaluation) -> str:
                 f"{_fmt(r.pct_of_oracle, '.1f'):>8} {r.cumulative_cost:8.3f} {_fmt(r.latency_ms, '.0f'):>8} "
                 f"{_fmt(r.easy.cost):>9} {_fmt(r.hard.cost):>9}  {routing}"
             )
+        lines += versus_lines(rows)
     if evaluation.recorded_self_awareness:
         lines += ["", "self-awareness of the recorded decisions (answer = 'I am right'):"]
         for agent, f in evaluation.recorded_self_awareness.items():
@@ -65,6 +66,22 @@ def table(evaluation: Evaluation) -> str:
         lines += ["", "not run on this trace:"]
         lines += [f"  {why}" if why.startswith(name) else f"  {name}: {why}" for name, why in evaluation.skipped.items()]
     return "\n".join(lines)
+
+
+def versus_lines(rows: list[Result]) -> list[str]:
+    """The reference against every row that sees no test labels, with its paired 95 % interval
+    (significance.py): what a difference of a few hundredths is worth on this many queries."""
+    compared = [r for r in rows if r.versus is not None and not r.uses_test_labels]
+    if not compared:
+        return []
+    ref = compared[0].versus.reference
+    out = [f"{ref} − each method, utility, paired bootstrap 95 % interval over the test queries:"]
+    for r in sorted(compared, key=lambda r: r.versus.delta):
+        v = r.versus
+        assert v is not None
+        word = {"ahead": "ahead", "behind": "BEHIND", "tie": "not told apart"}[v.verdict]
+        out.append(f"  vs {r.method:<28} {v.delta:+.3f}  [{v.low:+.3f}, {v.high:+.3f}]  {word}")
+    return out
 
 
 def write(evaluation: Evaluation, out: Path, plots: bool = True) -> list[Path]:

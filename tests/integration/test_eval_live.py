@@ -119,6 +119,11 @@ async def test_forced_alone_gives_every_agents_answer_and_the_baselines(deploy_t
     assert by["single-small"].accuracy == pytest.approx(1 / 5)
     assert by["disrouter-live"].accuracy == pytest.approx(3 / 5)
     assert by["disrouter-live"].pct_of_oracle == pytest.approx(100 * (0.6 - 0.5 * 0.42) / (1.0 - 0.5 * 0.74), abs=1e-3)
+    # Every other row is compared with the deployed routing on the same five questions.
+    assert evaluation.info["reference"] == "disrouter-live" and by["disrouter-live"].versus is None
+    versus = by["single-small"].versus
+    assert versus is not None and versus.reference == "disrouter-live"
+    assert versus.delta == pytest.approx(by["disrouter-live"].utility - by["single-small"].utility, abs=2e-6)
 
     # The merged trace re-analysed offline gives the live numbers back.
     out = tmp_path / "offline"
@@ -128,3 +133,7 @@ async def test_forced_alone_gives_every_agents_answer_and_the_baselines(deploy_t
     assert offline["disrouter-recorded"]["accuracy"] == by["disrouter-live"].accuracy
     assert offline["disrouter-recorded"]["cost"] == by["disrouter-live"].cost
     assert offline["oracle"]["utility"] == by["oracle"].utility
+    # ... and the same paired interval, under the recorded method's offline name.
+    assert offline["oracle"]["versus"]["reference"] == "disrouter-recorded"
+    assert [offline["oracle"]["versus"][k] for k in ("delta", "low", "high")] == [
+        by["oracle"].versus.delta, by["oracle"].versus.low, by["oracle"].versus.high]
