@@ -18,6 +18,7 @@ from tqdm import tqdm
 from disrouter.actors.decision import DEFAULT_GAMMA
 from disrouter.evaluation.evalset import EvalInputError, Splits
 from disrouter.evaluation.methods import Context, Method, Unavailable, all_methods
+from disrouter.evaluation.methods.disrouter import Recorded
 from disrouter.evaluation.metrics import (
     AgentF1,
     Result,
@@ -34,7 +35,7 @@ log = structlog.get_logger("disrouter.evaluation")
 DEFAULT_ALPHAS = (0.2, 0.5, 0.8)
 # What every other row is compared with when no reference is named: the decisions the trace
 # recorded, i.e. the deployed self-routing (`disrouter-live` in a live run).
-DEFAULT_REFERENCE = "disrouter-recorded"
+DEFAULT_REFERENCE = Recorded.name
 
 
 class Evaluation(msgspec.Struct):
@@ -79,6 +80,7 @@ def evaluate(
     if reference is not None and all(m.label != reference for m in chosen):
         known = ", ".join(m.label for m in chosen)
         raise EvalInputError(f"--reference {reference} is not among the methods to run; known: {known}")
+    reference = reference or DEFAULT_REFERENCE
     hidden = test.hidden()
     shared: dict[str, Any] = {}
     results: list[Result] = []
@@ -125,7 +127,7 @@ def evaluate(
         "gamma": gamma,
         "seed": seed,
         "embedder": getattr(shared.get("embedder"), "name", None),
-        "reference": reference or DEFAULT_REFERENCE,
+        "reference": reference,
         **(extra_info or {}),
     }
     return Evaluation(results, skipped, info, recorded, calibrations)
@@ -134,11 +136,10 @@ def evaluate(
 def _compare_rows(
     results: list[Result],
     utilities: dict[tuple[str, float], np.ndarray],
-    reference: str | None,
+    name: str,
     seed: int,
 ) -> None:
-    """Fill each row's `versus`: the reference against it on the same test queries."""
-    name = reference or DEFAULT_REFERENCE
+    """Fill each row's `versus`: the reference `name` against it on the same test queries."""
     for r in results:
         ref = utilities.get((name, r.alpha))
         if ref is None or r.method == name:

@@ -57,6 +57,9 @@ from disrouter.evaluation.evalset import Chain, EvalInputError
 from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
 
+# What the recorded-decision method (`disrouter-recorded`) is called in a live run's report.
+LIVE_NAME = "disrouter-live"
+
 log = structlog.get_logger("disrouter.evaluation")
 
 
@@ -296,13 +299,19 @@ def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: floa
     """The replay harness on each α's trace; the recorded-decision row becomes `disrouter-live`."""
     from disrouter.actors.trace import read_trace
     from disrouter.evaluation.evalset import split_records
+    from disrouter.evaluation.harness import DEFAULT_REFERENCE as RECORDED
     from disrouter.evaluation.harness import Evaluation, evaluate
 
-    # In live mode the recorded-decision method goes by its live name.
-    if methods:
-        methods = ["disrouter-recorded" if m == "disrouter-live" else m for m in methods]
-    if reference == "disrouter-live":
-        reference = "disrouter-recorded"
+    # In live mode the recorded-decision method goes by its live name: the user's names go in
+    # translated, the harness's come out translated back.
+    def to_replay(name: str) -> str:
+        return RECORDED if name == LIVE_NAME else name
+
+    def to_live(name: str) -> str:
+        return LIVE_NAME if name == RECORDED else name
+
+    methods = [to_replay(m) for m in methods] if methods else methods
+    reference = to_replay(reference) if reference else reference
     combined: Evaluation | None = None
     for alpha in alphas:
         key = f"trace-alpha{alpha:g}" if f"trace-alpha{alpha:g}" in run.traces else f"deployed-alpha{alpha:g}"
@@ -313,13 +322,11 @@ def evaluate_run(run: LiveRun, chain: Chain, alphas: list[float], *, gamma: floa
         part = evaluate(splits, alphas=[alpha], gamma=gamma, seed=seed, methods=methods, embedder_factory=embedder_factory,
                         extra_info={"live": run.out}, reference=reference)
         for r in part.results:
-            if r.method == "disrouter-recorded":
-                r.method = "disrouter-live"
-            if r.versus is not None and r.versus.reference == "disrouter-recorded":
-                r.versus.reference = "disrouter-live"
-        part.skipped = {("disrouter-live" if k == "disrouter-recorded" else k): v for k, v in part.skipped.items()}
-        if part.info.get("reference") == "disrouter-recorded":
-            part.info["reference"] = "disrouter-live"
+            r.method = to_live(r.method)
+            if r.versus is not None:
+                r.versus.reference = to_live(r.versus.reference)
+        part.skipped = {to_live(k): v for k, v in part.skipped.items()}
+        part.info["reference"] = to_live(part.info["reference"])
         if combined is None:
             combined = part
             combined.info["traces"] = {}
