@@ -98,6 +98,10 @@ class SFTConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     forced_share: float = 0.15
     # answer/reject 50/50 (the paper's balancing): pooled over scenarios, per scenario, or none
     balance: Literal["pooled", "scenario", "none"] = "pooled"
+    # The larger class is cut to at most this many times the smaller (1: the paper's 50/50). A
+    # strong agent's natural labels are mostly answers: 50/50 taught Qwen a 50 % reject prior,
+    # none taught it never to reject (README, "What training bought").
+    balance_ratio: float = 1.0
     labels: LabelConfig = msgspec.field(default_factory=LabelConfig)
     max_examples: int | None = None
     lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
@@ -163,6 +167,8 @@ class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             raise ValueError("rl.batch_size must be a multiple of rl.num_generations")
         if not all(0.0 <= a <= 1.0 for a in [*self.sft.alphas, *self.rl.alphas]):
             raise ValueError("every α (sft.alphas, rl.alphas) must lie in [0, 1]")
+        if self.sft.balance_ratio < 1.0:
+            raise ValueError("sft.balance_ratio must be ≥ 1 (the larger class over the smaller)")
         labels = self.sft.labels
         if labels.rule == "successor":
             for key in ("successor", "cost", "successor_cost"):

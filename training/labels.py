@@ -219,13 +219,14 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
                     answers.append(_example(record, alpha, text, "answer"))
                     attempts += record.p == 0
     before = _per_alpha(answers + rejects)
+    ratio = cfg.sft.balance_ratio
     if cfg.sft.balance == "pooled" and answers and rejects:
         # Drop examples of the larger class uniformly across scenarios: the classes come out
-        # 50/50 while each scenario keeps its own answer:reject ratio (what tells α apart).
-        keep = min(len(answers), len(rejects))
-        answers, rejects = rng.sample(answers, keep), rng.sample(rejects, keep)
+        # 50/50 (or `balance_ratio`) while each scenario keeps its own answer:reject ratio (what
+        # tells α apart).
+        answers, rejects = _bounded(answers, rejects, ratio, rng)
     elif cfg.sft.balance == "scenario":
-        answers, rejects = _balance_per_scenario(answers, rejects, rng)
+        answers, rejects = _balance_per_scenario(answers, rejects, ratio, rng)
     examples = answers + rejects
     after = _per_alpha(examples)
     per_alpha = {a: {**{f"{k}_before": v for k, v in before.get(a, {}).items()}, **after.get(a, {})} for a in before}
@@ -250,6 +251,7 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
         **labeller.describe(),
         "answers_never_right": attempts,
         "balance": cfg.sft.balance,
+        "balance_ratio": cfg.sft.balance_ratio,
     }
     return examples, stats
 
@@ -262,15 +264,23 @@ def _per_alpha(examples: list[Example]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _balance_per_scenario(answers: list[Example], rejects: list[Example], rng: random.Random):
-    """50/50 within every scenario (a scenario with few answers then gets few examples)."""
+def _bounded(answers: list[Example], rejects: list[Example], ratio: float, rng: random.Random):
+    """Both classes, the larger cut (seeded) to at most `ratio` times the smaller."""
+    cap = max(1, round(ratio * min(len(answers), len(rejects))))
+    return rng.sample(answers, min(cap, len(answers))), rng.sample(rejects, min(cap, len(rejects)))
+
+
+def _balance_per_scenario(answers: list[Example], rejects: list[Example], ratio: float, rng: random.Random):
+    """Balanced within every scenario (a scenario with few answers then gets few examples); a
+    scenario with one class only keeps it whole."""
     kept_a, kept_r = [], []
     for alpha in sorted({e.alpha for e in answers + rejects}):
         a = [e for e in answers if e.alpha == alpha]
         r = [e for e in rejects if e.alpha == alpha]
-        keep = min(len(a), len(r)) or max(len(a), len(r))
-        kept_a += rng.sample(a, min(keep, len(a)))
-        kept_r += rng.sample(r, min(keep, len(r)))
+        # One class only: kept whole (shuffled as before, so a seed draws the same examples).
+        a, r = _bounded(a, r, ratio, rng) if a and r else (rng.sample(a, len(a)), rng.sample(r, len(r)))
+        kept_a += a
+        kept_r += r
     return kept_a, kept_r
 
 

@@ -114,6 +114,27 @@ def test_per_scenario_balance_and_forced_share():
     assert stats["labels"] == {"answer": 40 + 40 + 10, "reject": 60 + 60 + 90}
 
 
+def test_a_balance_ratio_bounds_the_larger_class_and_keeps_the_scenario_signal():
+    # 300 questions a strong agent mostly knows: its natural labels are mostly answers.
+    rng = random.Random(1)
+    records = [record(i, rng.choice([1.0, 1.0, 1.0, 0.875, 0.625, 0.375, 0.0])) for i in range(300)]
+    natural = build_examples(config(balance="none", forced_share=0.0), records)[1]["labels"]
+    assert natural["answer"] > 2 * natural["reject"]
+    fifty, _ = build_examples(config(forced_share=0.0), records)
+    bounded, stats = build_examples(config(forced_share=0.0, balance_ratio=2.0), records)
+    assert stats["labels"] == {"answer": 2 * natural["reject"], "reject": natural["reject"]} and stats["balance_ratio"] == 2.0
+    assert sum(e.label == "answer" for e in fifty) == natural["reject"]  # the default is still 50/50
+    rate = {a: c["answer"] / (c["answer"] + c["reject"]) for a, c in stats["per_alpha"].items()}
+    assert rate["0.2"] < rate["0.5"] < rate["0.8"]
+    # Per scenario: each scenario's larger class at most twice its smaller.
+    _, stats = build_examples(config(balance="scenario", forced_share=0.0, balance_ratio=2.0), records)
+    for counts in stats["per_alpha"].values():
+        assert max(counts["answer"], counts["reject"]) == min(2 * min(counts["answer"], counts["reject"]),
+                                                             max(counts["answer_before"], counts["reject_before"]))
+    with pytest.raises(ValueError, match="balance_ratio"):
+        config(balance_ratio=0.5)
+
+
 @pytest.mark.parametrize(
     ("p", "alpha", "p_next", "expected"),
     [
