@@ -51,12 +51,18 @@ class Agent:
         self.engine = engine
 
     def check_engine(self) -> None:
-        """After the engine started: refuse a confidence-mode agent on an engine without one."""
+        """After the engine started: refuse a decision mode the engine cannot serve (a
+        confidence-mode agent without a confidence would answer everything, blind)."""
         if self.config.awareness == "confidence" and not getattr(self.engine, "provides_confidence", False):
             raise EngineError(
                 f"agent {self.config.name!r} has `awareness: confidence`, but its {type(self.engine).__name__} "
                 "returns no confidence (a replay trace needs `confidence` on every line of the agent); "
                 "use `awareness: generative` or an engine that reports one"
+            )
+        if self.config.reject_at is not None and not callable(getattr(self.engine, "reject_probability", None)):
+            raise EngineError(
+                f"agent {self.config.name!r} has `reject_at`, but its {type(self.engine).__name__} cannot read the "
+                "reject's probability (the vLLM engine can); remove `reject_at` to let the reply decide"
             )
 
     def hop_budget(self, query: Query) -> int:
@@ -93,6 +99,7 @@ class Agent:
             allow_reject=not must_answer,
             want_confidence=cfg.awareness == "confidence",
             max_tokens=cfg.max_tokens,
+            reject_at=cfg.reject_at if not must_answer else None,
         )
         # Text is released only once the decision is certain to be an answer: from the start
         # where the agent must answer, after the first tokens in generative mode, never in

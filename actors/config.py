@@ -172,6 +172,7 @@ class AgentConfig(msgspec.Struct, omit_defaults=True):
     terminal: bool = False
     awareness: Awareness = "generative"
     calibration: AnyCalibration | None = None
+    reject_at: float | None = None  # generative: reject by the reject's opening probability (schema)
     prices: Prices | None = None
     gamma: float = DEFAULT_GAMMA
     default_alpha: float = 0.5

@@ -139,6 +139,13 @@ def is_reject(text: str) -> bool:
     return classify_prefix(text, final=True) is PrefixState.REJECT
 
 
+def opens_reject(piece: str) -> bool:
+    """True when a reply's first token could begin the reject phrase ("I", " I"; not "I'm",
+    "It", nor a token of only spaces or markup, which begins nothing yet)."""
+    norm = _normalise(piece)
+    return bool(norm) and _PHRASE.startswith(norm)
+
+
 # --- calibration -------------------------------------------------------------------------------
 
 

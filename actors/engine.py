@@ -33,6 +33,10 @@ class EngineRequest(msgspec.Struct, omit_defaults=True):
     want_confidence: bool = False
     # Stop generating as soon as the reply is decided to be a reject (cheap rejects).
     stop_on_reject: bool = True
+    # With the reject offered: reject iff the probability that the reply opens with it is at
+    # least this, read at the first step (engines with `reject_probability`); otherwise the
+    # reply is the likeliest answer that does not open with it. None: the reply decides.
+    reject_at: float | None = None
     # Stop once the marked final answer line ("The answer is: X") is complete.
     stop_on_answer: bool = True
     max_tokens: int | None = None

@@ -38,6 +38,7 @@ def agent_configs(topology: Topology) -> dict[str, AgentConfig]:
             terminal=spec.is_terminal,
             awareness=spec.awareness,
             calibration=spec.calibration,
+            reject_at=spec.reject_at,
             prices=spec.prices,
             gamma=topology.gamma,
             default_alpha=topology.alpha,

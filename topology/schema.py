@@ -69,6 +69,10 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     terminal: bool | None = None
     awareness: Awareness = "generative"
     calibration: AnyCalibration | None = None
+    # Generative mode: reject iff the probability that the reply opens with the reject phrase is
+    # at least this (the first step's log-probs; a vLLM engine), instead of whatever greedy
+    # decoding says first. Unset: the greedy reply decides (README, "What training bought").
+    reject_at: float | None = None
     tags: list[str] = []
     prices: Prices | None = None
     replicas: int = 1

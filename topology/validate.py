@@ -128,6 +128,11 @@ def validate(topology: Topology, source: str | None = None) -> None:
                         f"must exceed metrics_interval_s ({scale.metrics_interval_s:g}), got {scale.look_back_period_s:g}")
         if agent.max_in_flight < 1:
             problem(f"{where}.max_in_flight", f"must be ≥ 1, got {agent.max_in_flight}")
+        if agent.reject_at is not None:
+            if not 0.0 < agent.reject_at <= 1.0:
+                problem(f"{where}.reject_at", f"must be within (0, 1], got {agent.reject_at}")
+            if agent.awareness != "generative":
+                problem(f"{where}.reject_at", "decides a generative agent's reject; this agent has `awareness: confidence`")
         kind = agent.engine.get("type")
         if kind not in engine_types():
             problem(f"{where}.engine.type", f"{kind!r} is not a registered engine ({', '.join(engine_types())})")

@@ -52,6 +52,8 @@ class Replies:
     answered: dict[float, np.ndarray] = field(default_factory=dict)  # α → (n,) bool
     correct: dict[float, np.ndarray] = field(default_factory=dict)  # α → (n,) bool (False if rejected)
     reject_tokens: list[int] = field(default_factory=list)  # generated tokens of each reject
+    # α → (n,) probability that the reply starts the reject (engines that can say; else absent)
+    reject_mass: dict[float, np.ndarray] = field(default_factory=dict)
 
 
 async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas: tuple[float, ...], *,
@@ -60,9 +62,12 @@ async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas
     semaphore = asyncio.Semaphore(concurrency)
     n = len(items)
     replies = Replies(np.zeros(n, bool), np.full(n, np.nan))
+    first_token = getattr(engine, "reject_probability", None)
     for alpha in alphas:
         replies.answered[alpha] = np.zeros(n, bool)
         replies.correct[alpha] = np.zeros(n, bool)
+        if first_token is not None:
+            replies.reject_mass[alpha] = np.full(n, np.nan)
     bar = tqdm(total=n * (1 + len(alphas)), desc=f"report {label}", unit="reply")
 
     async def one(i: int, alpha: float | None) -> None:
@@ -78,6 +83,8 @@ async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas
         )
         async with semaphore:
             result = await engine.generate(request)
+            if alpha is not None and first_token is not None:
+                replies.reject_mass[alpha][i] = await first_token(request)
         right = is_correct(item.kind, result.text, item.gold)
         if alpha is None:
             replies.forced_correct[i] = right
@@ -116,6 +123,31 @@ def scenario_row(answered: np.ndarray, correct: np.ndarray, forced_correct: np.n
     }
 
 
+def auc(score: np.ndarray | None, right: np.ndarray) -> float | None:
+    """How well a score ranks the agent's own correctness, whatever threshold a rule puts on it
+    (area under the ROC curve: 1 knows exactly, 0.5 is chance); None where it cannot tell."""
+    from sklearn.metrics import roc_auc_score
+
+    if score is None:
+        return None
+    known = ~np.isnan(score)
+    if not right[known].any() or right[known].all():
+        return None
+    return round(float(roc_auc_score(right[known], score[known])), 4)
+
+
+def mass_row(mass: np.ndarray, forced_correct: np.ndarray) -> dict[str, Any]:
+    """What the reject's first-token probability knows: how well it ranks the agent's own
+    correctness (AUC), and the decision "answer iff it is below ½"."""
+    answered = mass < 0.5
+    return {
+        "reject_mass_median": round(float(np.median(mass)), 4),
+        "reject_mass_auc": auc(-mass, forced_correct),
+        "answer_rate_mass": round(float(answered.mean()), 4),
+        "f1_correct_mass": f1(answered, forced_correct),
+    }
+
+
 def rule_rows(p_hat: np.ndarray, forced_correct: np.ndarray, p: np.ndarray, alphas, gamma: float) -> list[dict[str, Any]]:
     """A threshold rule on a probability (confidence, or a probe's p̂) at every α."""
     rows = []
@@ -148,7 +180,9 @@ def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, traine
     gamma = cfg.rl.gamma
     p = np.asarray([r.p for r in test])
     trained_rows = [
-        scenario_row(trained.answered[a], trained.correct[a], trained.forced_correct, p, a, gamma) for a in alphas
+        scenario_row(trained.answered[a], trained.correct[a], trained.forced_correct, p, a, gamma)
+        | (mass_row(trained.reject_mass[a], trained.forced_correct) if a in trained.reject_mass else {})
+        for a in alphas
     ]
     levels: dict[str, dict[str, Any]] = {}
     for key in sorted({f"{r.task}/{r.level}" if r.level else r.task for r in test}):
@@ -175,6 +209,9 @@ def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, traine
         if not np.isnan(base.confidence).all()
         else None,
         "minilm_probe_rule": rule_rows(probe, base.forced_correct, p, alphas, gamma) if probe is not None else None,
+        # The references' ranking of the base model's correctness (the rows above use the same).
+        "auc": {"untrained_confidence": auc(base.confidence, base.forced_correct),
+                "minilm_probe": auc(probe, base.forced_correct)},
         "median_reject_tokens": float(np.median(reject_tokens)) if reject_tokens else None,
         "levels": levels,
     }
@@ -204,6 +241,21 @@ def table(report: dict[str, Any]) -> str:
             f"| {row['alpha']:g} | {_fmt(row['answer_rate'])} | {_fmt(row['accuracy_when_answering'])} | "
             f"{_fmt(row['f1_correct'])} | {_fmt(row['f1_competence'])} | {_fmt(c.get('f1_correct'))} | {_fmt(m.get('f1_correct'))} |"
         )
+    if all("reject_mass_auc" in row for row in report["trained"]):
+        lines += [
+            "",
+            "The reject's first-token probability (greedy decoding rejects only when that token is the "
+            "single likeliest):",
+            "",
+            "| α | median P(reject) | AUC for own correctness | answer rate, P(reject) < ½ | F1, P(reject) < ½ |",
+            "|---|---|---|---|---|",
+        ]
+        refs = report.get("auc") or {}
+        for row in report["trained"]:
+            lines.append(f"| {row['alpha']:g} | {_fmt(row['reject_mass_median'])} | {_fmt(row['reject_mass_auc'])} | "
+                         f"{_fmt(row['answer_rate_mass'])} | {_fmt(row['f1_correct_mass'])} |")
+        lines += ["", f"AUC of the references for the base model's correctness: untrained confidence "
+                      f"{_fmt(refs.get('untrained_confidence'))}, MiniLM probe {_fmt(refs.get('minilm_probe'))}."]
     return "\n".join(lines)
 
 

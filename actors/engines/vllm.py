@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import inspect
 import itertools
+import math
 import os
 import threading
 import time
@@ -40,6 +41,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from disrouter.actors.decision import REJECT_PHRASE, opens_reject
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.actors.engines.options import decode_options
 from disrouter.actors.engines.prompting import (
@@ -54,6 +56,10 @@ from disrouter.actors.errors import EngineError
 from disrouter.actors.resources import resolve_path
 
 log = structlog.get_logger("disrouter.engines.vllm")
+
+# Log-probs read at a reply's first step for `reject_probability`: vLLM's default ceiling
+# (`max_logprobs`); the reject's opening tokens of a model that may reject are among them.
+FIRST_TOKEN_LOGPROBS = 20
 
 # Applied with setdefault on CPU-only machines, before vLLM reads them. Without
 # VLLM_CPU_NUM_OF_RESERVED_CPU=0 vLLM keeps one core for itself, which on a 2-core machine
@@ -322,12 +328,25 @@ class VLLMEngine:
         if self._llm is None:
             raise EngineError("engine not started")
         ids = await self._prompt_ids(request)
+        tokens_in = len(ids)
+        reply = ""
+        tokens_out = 0
+        if request.reject_at is not None and request.allow_reject:
+            # Decided at the first step by the reject's probability; an answer then goes on from
+            # its likeliest opening that is not the reject's (vLLM reuses the cached prompt).
+            step = await self._first_step(ids, request)
+            if step.reject_mass >= request.reject_at:
+                return EngineResult(text=REJECT_PHRASE, tokens_in=tokens_in, tokens_out=1, decision="reject",
+                                    stopped_early=True)
+            if step.answer_token is not None:  # else (no answer among the log-probs) the reply decides
+                ids = [*ids, step.answer_token]
+                reply, tokens_out = step.answer_text, 1
+                budget = request.max_tokens or self.options.max_tokens
+                request = msgspec.structs.replace(request, max_tokens=max(1, budget - 1))
         # Unique per call: an at-least-once redelivery may bring the same query id twice.
         request_id = f"{self.agent}:{request.query_id or 'q'}:{next(self._seq)}"
         watch = ReplyWatch(request)
-        reply = ""
         pieces: list[tuple[str, float]] = []
-        tokens_out = 0
         stopped = False
         stream = self._llm.generate(_token_prompt(ids), self._sampling(request), request_id, lora_request=self._lora)
         try:
@@ -354,12 +373,44 @@ class VLLMEngine:
         log.debug("vllm_reply", query_id=request.query_id, agent=self.agent, tokens_out=tokens_out, stopped_early=stopped)
         return EngineResult(
             text=reply,
-            tokens_in=len(ids),
+            tokens_in=tokens_in,
             tokens_out=tokens_out,
             confidence=confidence_from_logprobs(pieces, reply) if request.want_confidence else None,
             decision="reject" if watch.rejected else None,
             stopped_early=stopped,
         )
+
+    async def reject_probability(self, request: EngineRequest) -> float:
+        """The probability that the reply starts the reject phrase: the mass of the first tokens
+        that can begin it, from the top `FIRST_TOKEN_LOGPROBS` of one step. Greedy decoding
+        rejects only when such a token is the single likeliest, so an agent whose answers open
+        in many ways may reject with well under half of this mass (README, "What training
+        bought"); the self-awareness report reads both."""
+
+        if self._llm is None:
+            raise EngineError("engine not started")
+        return (await self._first_step(await self._prompt_ids(request), request)).reject_mass
+
+    async def _first_step(self, ids: list[int], request: EngineRequest) -> FirstStep:
+        from vllm.sampling_params import RequestOutputKind
+
+        params = self._sampling(request, max_tokens=1, temperature=0.0, logprobs=FIRST_TOKEN_LOGPROBS,
+                                output_kind=RequestOutputKind.FINAL_ONLY)
+        final = await self._final(ids, params, f"first:{request.query_id or 'q'}", request.query_id)
+        if not final.outputs[0].logprobs:
+            raise EngineError(f"vLLM returned no log-probs for {request.query_id!r}")
+        step = FirstStep(0.0)
+        best = -math.inf
+        for token_id, entry in final.outputs[0].logprobs[0].items():
+            text = entry.decoded_token or ""
+            if opens_reject(text):
+                step.reject_mass += math.exp(entry.logprob)
+            elif text.strip() and entry.logprob > best:
+                # An answer's opening; one of only spaces could still lead into the reject.
+                best, step.answer_token, step.answer_text = entry.logprob, token_id, text
+                step.answer_probability = math.exp(best)
+        step.reject_mass = min(1.0, step.reject_mass)
+        return step
 
     async def sample(self, request: EngineRequest, n: int, temperature: float, top_p: float = 1.0) -> list[Sample]:
         """`n` independent replies to one prompt (the competence estimate of self-awareness
@@ -373,7 +424,13 @@ class VLLMEngine:
         params = self._sampling(
             request, n=n, temperature=temperature, top_p=top_p, logprobs=None, output_kind=RequestOutputKind.FINAL_ONLY
         )
-        request_id = f"{self.agent}:sample:{request.query_id or 'q'}:{next(self._seq)}"
+        final = await self._final(ids, params, f"sample:{request.query_id or 'q'}", request.query_id)
+        return [Sample(cut_after_answer(c.text), len(c.token_ids), len(ids)) for c in final.outputs]
+
+    async def _final(self, ids: list[int], params: Any, kind: str, query_id: str) -> Any:
+        """Run one request to its end (`RequestOutputKind.FINAL_ONLY`) and return its output."""
+        assert self._llm is not None
+        request_id = f"{self.agent}:{kind}:{next(self._seq)}"  # unique: a query may be asked twice
         final = None
         try:
             async for output in self._llm.generate(_token_prompt(ids), params, request_id, lora_request=self._lora):
@@ -381,10 +438,21 @@ class VLLMEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise EngineError(f"vLLM failed sampling {request.query_id!r}: {type(exc).__name__}: {exc}") from exc
+            raise EngineError(f"vLLM failed on {query_id!r} ({kind}): {type(exc).__name__}: {exc}") from exc
         if final is None:
-            raise EngineError(f"vLLM returned nothing for {request.query_id!r}")
-        return [Sample(cut_after_answer(c.text), len(c.token_ids), len(ids)) for c in final.outputs]
+            raise EngineError(f"vLLM returned nothing for {query_id!r}")
+        return final
+
+
+@dataclasses.dataclass
+class FirstStep:
+    """What one step's log-probs say of a reply: the probability that it opens the reject, and
+    the likeliest opening of an answer (None when none is among the log-probs read)."""
+
+    reject_mass: float
+    answer_token: int | None = None
+    answer_text: str = ""
+    answer_probability: float = 0.0
 
 
 class Sample(msgspec.Struct):

@@ -62,6 +62,36 @@ async def test_reject_stops_the_stream(vllm_engine):
     assert cut.tokens_out <= 8 < full.tokens_out, (cut.tokens_out, full.tokens_out)
 
 
+async def test_reject_probability_is_the_mass_of_the_rejects_opening(vllm_engine):
+    """The probability that the reply opens the reject phrase, from the first step's log-probs:
+    where greedy decoding says the phrase it is at least the likeliest answer opening's (greedy
+    took "I" over it) — it may still be well under ½ — and where the model must answer (terminal
+    prompt, no reject offered) a question it knows it is small."""
+    repeat = request("m1", REPEAT_REJECT)
+    reply = await vllm_engine.generate(repeat)
+    mass = await vllm_engine.reject_probability(repeat)
+    step = await vllm_engine._first_step(vllm_engine.prompt_ids(repeat), repeat)
+    assert is_reject(reply.text) and 0.0 < mass <= 1.0 and step.reject_mass == pytest.approx(mass)
+    assert step.answer_token is not None and step.answer_text.strip() and mass >= step.answer_probability > 0.0
+    terminal = await vllm_engine.reject_probability(request("m2", "What is the capital of France?", allow_reject=False))
+    assert 0.0 <= terminal < 0.1, terminal
+
+
+async def test_reject_at_decides_by_the_rejects_probability(vllm_engine):
+    """`reject_at`: the reject's probability at the first step decides. Above it, a one-token
+    reject; below it, the likeliest answer that does not open with the reject, generated on."""
+    mass = await vllm_engine.reject_probability(request("a0", REPEAT_REJECT))
+    rejected = await vllm_engine.generate(request("a1", REPEAT_REJECT, reject_at=mass / 2))
+    assert rejected.decision == "reject" and is_reject(rejected.text) and rejected.tokens_out == 1
+    answered = await vllm_engine.generate(request("a2", REPEAT_REJECT, reject_at=1.0, max_tokens=12))
+    assert answered.decision is None and not is_reject(answered.text) and answered.text.strip(), answered
+    assert 2 <= answered.tokens_out <= 12 and answered.tokens_in == rejected.tokens_in
+    # Where the reject is not offered nothing is read at the first step: the reply as without it.
+    plain = await vllm_engine.generate(request("a3", "What is the capital of France?", allow_reject=False, max_tokens=12))
+    same = await vllm_engine.generate(request("a4", "What is the capital of France?", allow_reject=False, max_tokens=12, reject_at=0.5))
+    assert same.text == plain.text and same.tokens_out == plain.tokens_out
+
+
 async def test_no_stop_when_reject_not_offered(vllm_engine):
     """A terminal agent's request neither offers the reject nor stops on one."""
     result = await vllm_engine.generate(request("t1", "What is the capital of France?", allow_reject=False))

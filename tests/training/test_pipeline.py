@@ -109,6 +109,9 @@ def test_report_serves_the_adapter_through_vllm(run: Run):
     assert [row["alpha"] for row in report["trained"]] == [0.2, 0.35, 0.5, 0.65, 0.8]
     for row in report["trained"]:
         assert 0.0 <= row["answer_rate"] <= 1.0
+        # The reject's first-token probability, read from vLLM's log-probs of the same prompt.
+        assert 0.0 <= row["reject_mass_median"] <= 1.0 and 0.0 <= row["answer_rate_mass"] <= 1.0
+    assert "AUC for own correctness" in report["table"]
     assert 0.0 <= report["forced_accuracy"]["before"] <= 1.0 and 0.0 <= report["forced_accuracy"]["after"] <= 1.0
     assert report["untrained_confidence_rule"] is not None  # the base engine reported confidences
     for name in ("report.json", "report.md", "answer_rate.png"):

@@ -258,6 +258,29 @@ def test_a_confidence_agent_refuses_an_engine_without_confidence():
     Agent(chain()["a0"], answers("4")).check_engine()  # generative mode needs none
 
 
+def test_reject_at_needs_an_engine_that_reads_the_rejects_probability():
+    from disrouter.actors.errors import EngineError
+
+    cfg = topology([{"name": "a", "cost": 0.1, "next": ["b"], "reject_at": 0.5}, {"name": "b", "cost": 0.9}])["a"]
+    assert cfg.reject_at == 0.5
+    with pytest.raises(EngineError, match="cannot read the reject's probability"):
+        Agent(cfg, answers("4")).check_engine()
+    engine = answers("4")
+    engine.reject_probability = lambda request: 0.0  # type: ignore[attr-defined]
+    Agent(cfg, engine).check_engine()
+
+
+async def test_reject_at_reaches_the_engine_only_where_the_reject_is_offered():
+    configs = topology([{"name": "a", "cost": 0.1, "next": ["b"], "reject_at": 0.4}, {"name": "b", "cost": 0.9, "reject_at": 0.4}])
+    engine = rejects()
+    out = await run(configs["a"], engine, Query(prompt="p", id="q"))
+    assert isinstance(out, Forward) and engine.requests[-1].reject_at == 0.4 and engine.requests[-1].allow_reject
+    terminal = await run(configs["b"], engine, out.query)  # the terminal must answer: nothing to decide
+    assert isinstance(terminal, Final) and engine.requests[-1].reject_at is None and not engine.requests[-1].allow_reject
+    await run(configs["a"], engine, Query(prompt="p", id="q2", force_answer=True))
+    assert engine.requests[-1].reject_at is None
+
+
 async def test_a_forced_query_is_never_passed_on_even_when_the_engine_fails():
     cfg = chain()["a0"]
     failing = FakeEngine(lambda r: RuntimeError("boom"))

@@ -229,3 +229,11 @@ def test_find_cycle():
     assert find_cycle({"a": ["b", "c"], "b": ["d"], "c": ["d"], "d": []}) is None
     two = find_cycle({"x": ["y"], "y": ["x"]})
     assert two[0] == two[-1] and set(two) == {"x", "y"}
+
+
+def test_reject_at_is_a_probability_of_a_generative_agent():
+    parse(agent("a", "b", reject_at=0.5), agent("b"))
+    found = problems(agent("a", "b", reject_at=0.0), agent("b", "c", reject_at=1.5), agent("c", awareness="confidence", reject_at=0.5))
+    assert has(found, "agents[0] (a).reject_at", "within (0, 1], got 0.0")
+    assert has(found, "agents[1] (b).reject_at", "within (0, 1], got 1.5")
+    assert has(found, "agents[2] (c).reject_at", "awareness: confidence")
