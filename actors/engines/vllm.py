@@ -386,7 +386,6 @@ class VLLMEngine:
         rejects only when such a token is the single likeliest, so an agent whose answers open
         in many ways may reject with well under half of this mass (README, "What training
         bought"); the self-awareness report reads both."""
-
         if self._llm is None:
             raise EngineError("engine not started")
         return (await self._first_step(await self._prompt_ids(request), request)).reject_mass
