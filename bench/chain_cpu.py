@@ -30,7 +30,7 @@ from disrouter.actors.contracts import Query
 from disrouter.actors.engine import build_engine
 from disrouter.actors.logs import configure_logging
 from disrouter.actors.worker import AgentWorker
-from disrouter.bench.fabric import cpu_seconds, make_trace, topology_args
+from disrouter.bench.fabric import closed_loop, cpu_seconds, make_trace, topology_args
 from disrouter.client.sdk import Client
 from disrouter.stack.supervisor import Broker
 from disrouter.topology.compile import agent_configs
@@ -68,13 +68,11 @@ async def run(broker: Broker, opts: argparse.Namespace) -> None:
                 await client.ask(Query(id=f"f{i}", prompt="p"), opts.timeout)
             if opts.gc == "settled":
                 heap.settle()
-            limiter = asyncio.Semaphore(opts.concurrency)
 
             async def one(i: int) -> None:
-                async with limiter:
-                    answer = await client.ask(Query(id=f"f{i}", prompt="p"), opts.timeout)
-                    if answer.status != "answered":
-                        raise RuntimeError(f"{answer.id}: {answer.status} ({answer.reason})")
+                answer = await client.ask(Query(id=f"f{i}", prompt="p"), opts.timeout)
+                if answer.status != "answered":
+                    raise RuntimeError(f"{answer.id}: {answer.status} ({answer.reason})")
 
             collections = Collections()
             gc.callbacks.append(collections)
@@ -83,7 +81,7 @@ async def run(broker: Broker, opts: argparse.Namespace) -> None:
             if profile is not None:
                 profile.enable()
             try:
-                await asyncio.gather(*(one(i) for i in range(3, 3 + opts.queries)))
+                await closed_loop(range(3, 3 + opts.queries), opts.concurrency, one)
             finally:
                 if profile is not None:
                     profile.disable()

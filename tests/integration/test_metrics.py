@@ -37,6 +37,7 @@ async def test_agent_counters_move_on_the_scraped_endpoint(deploy_topology, clie
         "ray_disrouter_agent_tokens_total{agent=small,direction=out}": 30,
         "ray_disrouter_agent_tokens_total{agent=large,direction=in}": 30,
         "ray_disrouter_query_hops_count{agent=large,scenario=cost_first,status=answered}": 3,
+        "ray_disrouter_query_hops_sum{agent=large,scenario=cost_first,status=answered}": 6,
         "ray_disrouter_query_hops_bucket{agent=large,le=2.5,scenario=cost_first,status=answered}": 3,
         "ray_disrouter_query_hops_bucket{agent=small,le=1.5,scenario=cost_first,status=answered}": 3,
         "ray_disrouter_query_visits_total{agent=large,scenario=cost_first,status=answered}": 6,
