@@ -11,7 +11,7 @@ fi
 .venv/bin/disrouter down >/dev/null 2>&1 || true
 .venv/bin/disrouter up "$@"
 # A two-step word problem from the held-out arith questions: the trained SmolLM2 says "I don't
-# know!" in 5 tokens and Qwen works it out (22) — the trail shows the route.
+# know!" in 1 token (`reject_at`) and Qwen works it out (22) — the trail shows the route.
 .venv/bin/disrouter ask "${DISROUTER_DEMO_QUESTION:-Lena has 10 baskets with 3 stickers in each. She gives away 8 stickers. How many stickers does Lena have left?}"
 echo
 echo "The stack keeps running: 'source .venv/bin/activate', then 'disrouter ask \"...\"'; stop it with 'disrouter down'."

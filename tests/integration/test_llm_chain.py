@@ -2,8 +2,9 @@
 Qwen2.5-Coder-0.5B (cost 0.9, terminal), both on vLLM-CPU inside their replicas.
 
 - examples/local.yaml, the shipped default: both serve their trained self-awareness adapters
-  (merged LoRA) and SmolLM2 decides in generative mode — it says "I don't know!" itself.
-- the same with `reject_at: 0.5` on SmolLM2: the reject's first-token probability decides.
+  (merged LoRA) and SmolLM2 decides in generative mode — it says "I don't know!" itself, in one
+  token (`reject_at: 0.5`: the reject's first-token probability decides).
+- the same without `reject_at`: SmolLM2's greedy reply decides.
 - examples/local-confidence.yaml, the untrained twin: SmolLM2 decides from its own answer's
   probability against (1 − α)^0.5.
 """
@@ -56,14 +57,16 @@ def models_ready():
 
 async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
     """The shipped default: the trained SmolLM2 answers what it knows and rejects, in its first
-    tokens, what it does not; Qwen answers what it passes on. Greedy decoding: the same route on
-    every run."""
+    token, what it does not (the reject's probability read at the first step: 0.96 on the hard
+    question at α = 0.2, 0.01 on the easy one at α = 0.8); Qwen answers what it passes on, and
+    an answer is the working greedy decoding gives. The same route on every run."""
     from disrouter.actors.decision import REJECT_PHRASE
     from disrouter.training.grading import is_correct
 
     args = local_args(LOCAL, namespace, kafka_bootstrap)
     small_cfg, large_cfg = args["agents"]
     assert small_cfg["awareness"] == "generative" and small_cfg["engine"]["lora"]["merge"] is True
+    assert small_cfg["reject_at"] == 0.5
     assert large_cfg["engine"]["lora"]["path"].startswith("pkg:disrouter.examples/adapters/")
     started = time.perf_counter()
     deploy_topology(args)
@@ -78,7 +81,7 @@ async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready,
     assert hard.status == "answered" and hard.agent == "qwen", hard
     assert [(h.agent, h.decision) for h in hard.trail] == [("smollm2", "reject"), ("qwen", "answer")]
     reject = hard.trail[0]
-    assert reject.tokens_out <= 8, reject  # the reject comes first and is cut there
+    assert reject.tokens_out == 1, reject  # the reject is decided at the first step and cut there
     assert hard.cost == 0.9 and hard.totals.cost == 1.0 and hard.totals.hops == 2
     assert hard.answer and REJECT_PHRASE not in hard.answer
     assert is_correct("numeric", hard.answer, HARD[1]), hard.answer
@@ -86,17 +89,16 @@ async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready,
     easy = answers["easy"]
     assert easy.status == "answered" and easy.agent == "smollm2" and easy.cost == 0.1, easy
     assert [(h.agent, h.decision) for h in easy.trail] == [("smollm2", "answer")]
-    assert is_correct("numeric", easy.answer, EASY[1]), easy.answer
+    assert is_correct("numeric", easy.answer, EASY[1]) and easy.trail[0].tokens_out > 1, easy
 
 
-async def test_reject_at_decides_by_the_rejects_probability_in_one_token(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
-    """The default with `reject_at: 0.5` on SmolLM2: the reject's first-token probability
-    decides (0.96 on the hard question at α = 0.2, 0.01 on the easy one at α = 0.8), a reject
-    costs one generated token, and an answer is the same working greedy decoding gives."""
+async def test_without_reject_at_the_greedy_reply_decides(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
+    """The default without `reject_at`: SmolLM2's greedy reply decides, the reject is the
+    whole phrase generated (and cut there), the route is the same."""
     from disrouter.training.grading import is_correct
 
     args = local_args(LOCAL, namespace, kafka_bootstrap)
-    args["agents"][0]["reject_at"] = 0.5
+    del args["agents"][0]["reject_at"]
     deploy_topology(args)
     async with client_factory(namespace) as client:
         await client.send(Query(id="hard", prompt=HARD[0], alpha=0.2))
@@ -104,7 +106,7 @@ async def test_reject_at_decides_by_the_rejects_probability_in_one_token(models_
         answers = {a.id: a for a in await client.collect(f"{namespace}.answers", want=2, timeout_s=900)}
     hard, easy = answers["hard"], answers["easy"]
     assert [(h.agent, h.decision) for h in hard.trail] == [("smollm2", "reject"), ("qwen", "answer")], hard
-    assert hard.trail[0].tokens_out == 1 and is_correct("numeric", hard.answer, HARD[1]), hard
+    assert 1 < hard.trail[0].tokens_out <= 8 and is_correct("numeric", hard.answer, HARD[1]), hard
     assert [(h.agent, h.decision) for h in easy.trail] == [("smollm2", "answer")], easy
     assert is_correct("numeric", easy.answer, EASY[1]) and easy.trail[0].tokens_out > 1, easy
 
