@@ -348,7 +348,14 @@ def deploy_and_run(broker: Broker, trace: Path, opts, replicas: int, partitions:
 
 
 def parse_counts(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+    """`--scale-replicas 2,4` → [2, 4]; an empty value runs none."""
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = [0]
+    if any(count < 1 for count in counts):
+        raise argparse.ArgumentTypeError(f"expected counts ≥ 1 separated by commas, such as 2,4 (or nothing for none), got {text!r}")
+    return counts
 
 
 def main() -> None:
@@ -362,8 +369,8 @@ def main() -> None:
     parser.add_argument("--hop-samples", type=int, default=100, help="queries at each hop count for the hop latency")
     parser.add_argument("--pings", type=int, default=300, help="messages for the floor's round trip")
     parser.add_argument("--floor-messages", type=int, default=20000, help="messages for the floor's raw rate")
-    parser.add_argument("--scale-replicas", default="2,4", help="entry-agent replica counts to run again (empty: none)")
-    parser.add_argument("--scale-partitions", default="8", help="partition counts to run again (empty: none)")
+    parser.add_argument("--scale-replicas", type=parse_counts, default="2,4", help="entry-agent replica counts to run again (empty: none)")
+    parser.add_argument("--scale-partitions", type=parse_counts, default="8", help="partition counts to run again (empty: none)")
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--profile", metavar="DIR", help="py-spy the agents and the client during the main throughput run")
     parser.add_argument("--log-level", default="WARNING", help="agents' log level (INFO logs every hop)")
@@ -382,9 +389,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dr-fabric-", dir="/tmp"))
     trace = work / "trace.jsonl"
     make_trace(trace, 3 + 3 * opts.hop_samples + opts.queries)
+    variants = [(1, opts.partitions)] + [(r, opts.partitions) for r in opts.scale_replicas if r != 1] \
+        + [(1, p) for p in opts.scale_partitions if p != opts.partitions]
     broker = Broker(log_path=work / "tansu.log").start()
-    variants = [(1, opts.partitions)] + [(r, opts.partitions) for r in parse_counts(opts.scale_replicas) if r != 1] \
-        + [(1, p) for p in parse_counts(opts.scale_partitions) if p != opts.partitions]
     runs: dict[tuple[int, int], Run] = {}
     try:
         spec = KafkaSpec(bootstrap_servers=broker.bootstrap, partitions=opts.partitions)
