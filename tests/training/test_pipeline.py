@@ -41,10 +41,14 @@ def run(tmp_path_factory) -> Run:
         export_to=str(tmp / "exported"),
         data=DataConfig(sets=[DataSet("arith", limit=120, max_tokens=12)], train_questions=24, eval_questions=8),
         sample=SampleConfig(n=4, temperature=1.0, concurrency=8),
-        # Strong enough that a random two-layer model learns to say the reject phrase, and GRPO
-        # sampled cool enough that its groups mix rejects with garbage: rewards that differ
-        # within a group are what GRPO learns from (an all-equal group has no gradient).
-        sft=SFTConfig(epochs=10, learning_rate=5e-3, batch_size=8, save_steps=10, forced_share=0.1, lora=LoraConfig(r=8, alpha=16)),
+        # Every label kept (`balance: none`): the random model is right by luck on a question or
+        # two, so balancing would leave as few examples (one run kept 2 of 72, and GRPO then never
+        # sampled the phrase); on all of them it learns to say the reject phrase, whatever the
+        # luck. GRPO samples it at a temperature where about 4 in 5 replies are the phrase (all
+        # at 0.2, 1 in 13 at 0.5, measured), so its groups mix the phrase with garbage: rewards
+        # that differ within a group are what GRPO learns from (an all-equal group has none).
+        sft=SFTConfig(epochs=10, learning_rate=5e-3, batch_size=8, save_steps=10, forced_share=0.1, balance="none",
+                      lora=LoraConfig(r=8, alpha=16)),
         rl=RLConfig(prompts=24, num_generations=4, batch_size=8, max_completion_length=10, temperature=0.3,
                     learning_rate=1e-3, save_steps=2, balance_decisions=False),
         engine={"max_model_len": 512, "dtype": "float32", "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}},
