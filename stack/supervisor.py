@@ -182,22 +182,37 @@ def _ray_pids(temp_dir: Path) -> list[int]:
     """Pids of the processes this stack's Ray head started.
 
     Ray daemonises and renames its processes (`ray::DashboardAgent`), so neither the process
-    tree nor the command line finds them all; the environment does: `up` starts Ray with a
-    marker variable naming its temp dir, and every Ray process (workers too) inherits it.
+    tree nor the command line finds them all; the environment finds most: `up` starts Ray with
+    a marker variable naming its temp dir, and every Ray process (workers too) inherits it —
+    except the agents the raylet starts with an environment of its own (`ray::DashboardAgent`,
+    `ray::RuntimeEnvAgent`), which `down` used to leave running. Those are Ray processes
+    holding a file (their logs) in this stack's temp dir.
     """
     marker = f"{STACK_MARKER}={temp_dir}".encode()
+    inside = f"{temp_dir.resolve()}/"
     pids = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             environ = (proc / "environ").read_bytes()
-        except OSError:
+            if marker in environ.split(b"\0") or ((proc / "cmdline").read_bytes().startswith(b"ray::")
+                                                     and _holds_file_in(proc, inside)):
+                pids.add(int(proc.name))
+        except OSError:  # gone meanwhile, or not ours to read
             continue
-        if marker in environ.split(b"\0"):
-            pids.add(int(proc.name))
     pids.discard(os.getpid())
     return sorted(pids)
+
+
+def _holds_file_in(proc: Path, folder: str) -> bool:
+    for fd in (proc / "fd").iterdir():
+        try:
+            if os.readlink(fd).startswith(folder):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 STACK_MARKER = "DISROUTER_STACK"

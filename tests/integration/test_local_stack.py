@@ -36,6 +36,9 @@ def test_up_ask_down_owns_its_processes(tmp_path):
         assert state.bootstrap.startswith("127.0.0.1:")
         pids = _ray_pids(Path(state.ray_temp_dir))
         assert pids and all(Path(f"/proc/{p}").exists() for p in pids)
+        # Including the agents the raylet starts without the stack's environment marker.
+        names = {Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0].strip() for p in pids}
+        assert {b"ray::DashboardAgent", b"ray::RuntimeEnvAgent"} <= names, names
 
         # demo-1 ("What is 43 * 21?"): small rejects it, medium answers (see the replay trace).
         ask = _cli("ask", "What is 43 * 21?", "--run-dir", str(run_dir), "--json", env=env, timeout=120)
