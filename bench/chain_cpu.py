@@ -30,7 +30,8 @@ from disrouter.actors.contracts import Query
 from disrouter.actors.engine import build_engine
 from disrouter.actors.logs import configure_logging
 from disrouter.actors.worker import AgentWorker
-from disrouter.bench.fabric import closed_loop, cpu_seconds, make_trace, topology_args
+from disrouter.bench.fabric import cpu_seconds, make_trace, topology_args
+from disrouter.bench.load import closed_loop
 from disrouter.client.sdk import Client
 from disrouter.stack.supervisor import Broker
 from disrouter.topology.compile import agent_configs

@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from disrouter.actors.engine import build_engine
 from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
 from disrouter.actors.logs import configure_logging
 from disrouter.actors.trace import TraceRecord, write_trace
+from disrouter.bench.load import closed_loop
 from disrouter.client.sdk import Client
 from disrouter.stack.supervisor import Broker, free_port
 from disrouter.topology.compile import agent_configs
@@ -212,20 +212,6 @@ async def agent_stats(namespace: str) -> list[dict]:
     from ray import serve
 
     return [await serve.get_deployment_handle(name, app_name=namespace).stats.remote() for name, _ in AGENTS]
-
-
-async def closed_loop(ids: range, concurrency: int, one: Callable[[int], Awaitable[None]]) -> None:
-    """Run `one(i)` for every id with `concurrency` in flight: that many senders, each sending
-    its next id once its last one is answered. (A task per id behind a semaphore would make the
-    load generator pay for every id not yet sent: its waiters are scanned and removed one by
-    one, which at 1,024 in flight cost more CPU than the chain it loads.)"""
-    pending = iter(ids)
-
-    async def sender() -> None:
-        for i in pending:  # shared: each id goes to one sender
-            await one(i)
-
-    await asyncio.gather(*(sender() for _ in range(max(1, min(concurrency, len(ids))))))
 
 
 async def throughput(client: Client, namespace: str, first: int, n: int, concurrency: int, timeout_s: float) -> Run:

@@ -38,6 +38,7 @@ from disrouter.actors.contracts import Answer, Query, Scenario
 from disrouter.actors.decision import SCENARIO_INSTRUCTIONS, is_reject
 from disrouter.actors.engine import Engine, EngineRequest, EngineResult, build_engine
 from disrouter.actors.kafka import ensure_topics, make_consumer, make_producer
+from disrouter.bench.load import closed_loop
 
 UNKNOWABLE = [
     "What did I eat for breakfast on 3 March 2011?",
@@ -120,15 +121,13 @@ async def _reset_cache(engine: Any) -> None:
 
 async def run_direct(engine: Engine, prompts: list[str], concurrency: int, max_tokens: int) -> Phase:
     await _reset_cache(engine)
-    gate = asyncio.Semaphore(concurrency)
     results: list[EngineResult] = []
 
-    async def one(i: int, prompt: str) -> None:
-        async with gate:
-            results.append(await engine.generate(engine_request(i, prompt, 0.5, max_tokens)))
+    async def one(i: int) -> None:
+        results.append(await engine.generate(engine_request(i, prompts[i], 0.5, max_tokens)))
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    await closed_loop(range(len(prompts)), concurrency, one)
     seconds = time.perf_counter() - started
     rejects = [r.tokens_out for r in results if r.decision == "reject" or is_reject(r.text)]
     return Phase("direct", seconds, len(results), sum(r.tokens_out for r in results), rejects)

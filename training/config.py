@@ -86,9 +86,10 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     cost: float | None = None
     successor_cost: float | None = None
     # Where the successor rule says "answer" but the agent was never right (neither agent can):
-    # skip the question, or teach the agent's own wrong attempt. Measured live (README): the
-    # attempts cost SmolLM2 7 points of forced accuracy, so skip is the default.
-    unsolved: Literal["skip", "attempt"] = "skip"
+    # skip the question, teach the agent's own wrong attempt, or teach the reference answer
+    # alone ("The answer is: <gold>"). Measured live (README): the attempts cost SmolLM2 7 points
+    # of forced accuracy, and skipping left it rejecting what neither agent can; skip is the default.
+    unsolved: Literal["skip", "attempt", "reference"] = "skip"
 
 
 class SFTConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

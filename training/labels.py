@@ -15,9 +15,13 @@ question, sampled the same way), so the target is a reject iff
 
 It rejects only what the successor can do and this agent cannot, and never where neither can
 (being wrong cheaply beats being wrong dearly). Where neither can, the agent has no right answer
-to be taught: `sft.labels.unsolved: skip` (default) leaves the question out of that scenario,
-`attempt` teaches its own shortest wrong attempt — measured live, that cost SmolLM2 7 points of
-forced accuracy (README, "The trained default"). At serving time the agent still decides alone,
+of its own to be taught: `sft.labels.unsolved: skip` (default) leaves the question out of that
+scenario — measured live, the agent then still rejects much of what neither can, having only
+ever been taught to reject it at low α; `attempt` teaches its own shortest wrong attempt —
+measured live, that cost SmolLM2 7 points of forced accuracy (README, "The trained default");
+`reference` teaches the reference answer alone, "The answer is: <gold>": the decision (try,
+do not hand on) without a wrong working to imitate — measured live (round 3c), it stopped
+rejecting what neither can at α = 0.8 and kept forced accuracy. At serving time the agent still decides alone,
 from the query: the successor's competence only shapes what it was taught.
 
 asked with exactly the prompt serving sends (scenario instruction, reject offered, answer
@@ -191,6 +195,13 @@ def own_attempt(record: Competence) -> str | None:
     return _shortest(record.samples, record.kind)
 
 
+def reference_answer(record: Competence) -> str:
+    """The data set's own answer in the template, no working: the target where neither agent can
+    and `sft.labels.unsolved: reference`. It teaches "try" and the stop; the number is right,
+    whether or not the agent could have worked it out."""
+    return f"The answer is: {record.gold}"
+
+
 def _example(record: Competence, alpha: float | None, target: str, kind: str) -> Example:
     messages = forced_messages(record.prompt) if alpha is None else self_aware_messages(record.prompt, alpha)
     return Example(messages, [{"role": "assistant", "content": target}], record.id, alpha, kind, record.p)
@@ -203,18 +214,20 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
     answers: list[Example] = []
     rejects: list[Example] = []
-    attempts = 0  # answers whose target is a wrong attempt (successor rule, neither agent can)
+    attempts = 0  # answers where the agent was never right (successor rule, neither agent can)
     for alpha in cfg.sft.alphas:
         for record in train:
             if labeller(record, alpha) == "reject":
                 rejects.append(_example(record, alpha, REJECT_PHRASE, "reject"))
             else:
                 # The paper's rule answers only where some sample was right (p ≥ 1 − α > 0); the
-                # successor rule also where neither agent can: then nothing, or the agent's own
-                # attempt (`sft.labels.unsolved`).
+                # successor rule also where neither agent can: then nothing, the agent's own
+                # attempt or the reference answer (`sft.labels.unsolved`).
                 text = own_answer(record)
                 if text is None and cfg.sft.labels.unsolved == "attempt":
                     text = own_attempt(record)
+                elif text is None and cfg.sft.labels.unsolved == "reference":
+                    text = reference_answer(record)
                 if text is not None:
                     answers.append(_example(record, alpha, text, "answer"))
                     attempts += record.p == 0

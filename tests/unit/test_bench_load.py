@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from disrouter.bench.fabric import closed_loop
+from disrouter.bench.load import closed_loop
 
 
 @pytest.mark.parametrize(("n", "concurrency"), [(100, 8), (5, 8), (1, 1), (0, 4)])

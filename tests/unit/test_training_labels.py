@@ -173,6 +173,21 @@ def test_successor_labels_read_the_successors_competence_and_count_what_it_lacks
     assert "successor" in stats["rule"]
 
 
+@pytest.mark.parametrize(("unsolved", "target"), [("skip", None), ("reference", "The answer is: 12")])
+def test_where_neither_can_the_question_is_skipped_or_taught_its_reference_answer(tmp_path, unsolved, target):
+    records = [record(0, 0.0), record(1, 1.0)]  # q000: never right, and the successor neither
+    write_cache(tmp_path / "competence.jsonl", {"q000": 0.0, "q001": 1.0})
+    labels = LabelConfig(rule="successor", successor=str(tmp_path), cost=0.1, successor_cost=0.9, unsolved=unsolved)
+    examples, stats = build_examples(config(alphas=[0.8], balance="none", forced_share=0.0, labels=labels), records)
+    by_id = {e.id: e for e in examples}
+    assert by_id["q001"].completion[0]["content"] == "7 + 5 = 12, so it is 12.\nThe answer is: 12"
+    if target is None:
+        assert "q000" not in by_id and stats["answers_never_right"] == 0
+    else:
+        assert by_id["q000"].label == "answer" and by_id["q000"].completion[0]["content"] == target
+        assert stats["answers_never_right"] == 1
+
+
 def test_successor_rule_needs_its_inputs_and_says_which_is_missing(tmp_path):
     from disrouter.training.config import ConfigError, load_config
 
