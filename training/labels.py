@@ -21,7 +21,7 @@ ever been taught to reject it at low α; `attempt` teaches its own shortest wron
 measured live, that cost SmolLM2 7 points of forced accuracy (README, "The trained default");
 `reference` teaches the reference answer alone, "The answer is: <gold>": the decision (try,
 do not hand on) without a wrong working to imitate — measured live (round 3c), it stopped
-rejecting what neither can at α = 0.8 and kept forced accuracy. At serving time the agent still decides alone,
+rejecting what neither can at α = 0.8 and kept forced accuracy (README, "The trained default"). At serving time the agent still decides alone,
 from the query: the successor's competence only shapes what it was taught.
 
 asked with exactly the prompt serving sends (scenario instruction, reject offered, answer
