@@ -21,8 +21,9 @@ ever been taught to reject it at low α; `attempt` teaches its own shortest wron
 measured live, that cost SmolLM2 7 points of forced accuracy (README, "The trained default");
 `reference` teaches the reference answer alone, "The answer is: <gold>": the decision (try,
 do not hand on) without a wrong working to imitate — measured live (round 3c), it stopped
-rejecting what neither can at α = 0.8 and kept forced accuracy (README, "The trained default"). At serving time the agent still decides alone,
-from the query: the successor's competence only shapes what it was taught.
+rejecting what neither can at α = 0.8 and kept forced accuracy (README, "The trained default").
+At serving time the agent still decides alone, from the query: the successor's competence only
+shapes what it was taught.
 
 asked with exactly the prompt serving sends (scenario instruction, reject offered, answer
 template: `actors/engines/prompting.py`), so the agent learns to decide from the scenario it is
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +204,14 @@ def reference_answer(record: Competence) -> str:
     return f"The answer is: {record.gold}"
 
 
+# `sft.labels.unsolved`: the answer target where the agent was never right (None: no example).
+UNSOLVED_TARGETS: dict[str, Callable[[Competence], str | None]] = {
+    "skip": lambda record: None,
+    "attempt": own_attempt,
+    "reference": reference_answer,
+}
+
+
 def _example(record: Competence, alpha: float | None, target: str, kind: str) -> Example:
     messages = forced_messages(record.prompt) if alpha is None else self_aware_messages(record.prompt, alpha)
     return Example(messages, [{"role": "assistant", "content": target}], record.id, alpha, kind, record.p)
@@ -214,7 +224,7 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
     answers: list[Example] = []
     rejects: list[Example] = []
-    attempts = 0  # answers where the agent was never right (successor rule, neither agent can)
+    never_right = 0  # answers where the agent was never right (successor rule, neither agent can)
     for alpha in cfg.sft.alphas:
         for record in train:
             if labeller(record, alpha) == "reject":
@@ -223,14 +233,10 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
                 # The paper's rule answers only where some sample was right (p ≥ 1 − α > 0); the
                 # successor rule also where neither agent can: then nothing, the agent's own
                 # attempt or the reference answer (`sft.labels.unsolved`).
-                text = own_answer(record)
-                if text is None and cfg.sft.labels.unsolved == "attempt":
-                    text = own_attempt(record)
-                elif text is None and cfg.sft.labels.unsolved == "reference":
-                    text = reference_answer(record)
+                text = own_answer(record) or UNSOLVED_TARGETS[cfg.sft.labels.unsolved](record)
                 if text is not None:
                     answers.append(_example(record, alpha, text, "answer"))
-                    attempts += record.p == 0
+                    never_right += record.p == 0
     before = _per_alpha(answers + rejects)
     ratio = cfg.sft.balance_ratio
     if cfg.sft.balance == "pooled" and answers and rejects:
@@ -262,7 +268,7 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
         "labels": dict(Counter(e.label for e in examples)),
         "competence_mean": round(sum(r.p for r in train) / len(train), 4) if train else None,
         **labeller.describe(),
-        "answers_never_right": attempts,
+        "answers_never_right": never_right,
         "balance": cfg.sft.balance,
         "balance_ratio": cfg.sft.balance_ratio,
     }
