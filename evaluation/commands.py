@@ -1,7 +1,7 @@
 """`disrouter eval`: utility against baselines and the oracle, on a replay trace or a live run.
 
 Replay:  disrouter eval TRACE.jsonl --agents small:0.1,mid:0.5,large:0.9   (or --topology FILE)
-Live:    disrouter eval --live --topology FILE --dataset gsm8k [--forced-alone]
+Live:    disrouter eval --live --topology FILE --dataset gsm8k [--forced-alone] [--in-process]
 
 Outputs under --out: results.json, analysis.json, calibration.json, PNG plots (evaluation/README.md).
 """
@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--concurrency", type=int, default=16, help="queries in flight at once (default 16)")
     live.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one answer (default 300)")
     live.add_argument("--forced-alone", action="store_true", help="also run every agent alone, forced to answer")
+    live.add_argument("--in-process", action="store_true",
+                      help="run the topology's agents in this process, one engine at a time, with no broker and no Ray: "
+                           "the same hops, traces and report, to check an adapter or a topology before deploying it")
     p.set_defaults(func=run)
 
 

@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
@@ -56,6 +56,9 @@ from disrouter.client.sdk import Client
 from disrouter.evaluation.evalset import Chain, EvalInputError
 from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
+
+if TYPE_CHECKING:
+    from disrouter.topology.schema import Topology
 
 # What the recorded-decision method (`disrouter-recorded`) is called in a live run's report.
 LIVE_NAME = "disrouter-live"
@@ -75,6 +78,7 @@ class PhaseStats(msgspec.Struct):
     timeouts: int = 0
     duplicates: int = 0  # extra copies of answers (or answers after their timeout), dropped
     wall_s: float = 0.0
+    forwarded: int = 0  # in-process mode's per-agent phases: queries this agent handed on
 
 
 async def run_phase(
@@ -120,7 +124,7 @@ async def run_phase(
     return answers, stats
 
 
-def _query(item: Item, qid: str, alpha: float, *, force_answer: bool = False) -> Query:
+def query_for(item: Item, qid: str, alpha: float, *, force_answer: bool = False) -> Query:
     scenario = scenario_for_alpha(alpha)
     return Query(
         id=qid,
@@ -260,7 +264,7 @@ async def collect(
         forced_rows: list[TraceRecord] | None = None
         if forced_alone:
             jobs = [
-                (f"{item.id}|{agent}", topics.agent(namespace, agent), _query(item, f"{item.id}@{run_id}-forced-{agent}", alphas[0], force_answer=True))
+                (f"{item.id}|{agent}", topics.agent(namespace, agent), query_for(item, f"{item.id}@{run_id}-forced-{agent}", alphas[0], force_answer=True))
                 for agent in chain.agents
                 for item in items
             ]
@@ -279,7 +283,7 @@ async def collect(
             write_trace(path, forced_rows)
             traces["forced"] = str(path)
         for alpha in alphas:
-            jobs = [(item.id, topics.ingress(namespace), _query(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
+            jobs = [(item.id, topics.ingress(namespace), query_for(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
             answers, stats = await run_phase(client, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
             rows = deployed_records(items, answers, chain)
@@ -290,8 +294,11 @@ async def collect(
                 path = out / f"trace-alpha{alpha:g}.jsonl"
                 write_trace(path, merge(rows, forced_rows))
                 traces[f"trace-alpha{alpha:g}"] = str(path)
-    run = LiveRun(str(out), traces, phases)
-    (out / "live-summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(run), indent=2) + b"\n")
+    return save_run(LiveRun(str(out), traces, phases))
+
+
+def save_run(run: LiveRun) -> LiveRun:
+    (Path(run.out) / "live-summary.json").write_bytes(msgspec.json.format(msgspec.json.encode(run), indent=2) + b"\n")
     return run
 
 
@@ -402,34 +409,18 @@ def run_live_command(args: argparse.Namespace) -> int:
     if not items:
         raise EvalInputError(
             f"{args.dataset}: no {args.split} question in the first {args.limit} after skipping {args.skip} (raise --limit)")
-    bootstrap = find_bootstrap(args, topology.namespace, topology.kafka.bootstrap_servers)
-    trust_keys = None
-    if args.forced_alone:
-        from disrouter.actors.trust import TrustKeyError
-        from disrouter.stack.supervisor import DEFAULT_RUN_DIR, tool_trust_keys
-
-        try:
-            trust_keys = tool_trust_keys(topology, Path(args.run_dir) if args.run_dir else DEFAULT_RUN_DIR)
-        except TrustKeyError as exc:
-            raise EvalInputError(f"--forced-alone writes to the agents' own topics, signed: {exc}") from None
     out = Path(args.out)
-    run = asyncio.run(
-        collect(
-            items=items,
-            chain=chain,
-            namespace=topology.namespace,
-            bootstrap=bootstrap,
-            alphas=args.alphas,
-            out=out / "live",
-            concurrency=args.concurrency,
-            timeout_s=args.timeout,
-            forced_alone=args.forced_alone,
-            trust_keys=trust_keys,
-        )
-    )
+    if args.in_process:
+        from disrouter.evaluation.inprocess import collect_in_process
+
+        run = asyncio.run(collect_in_process(items=items, topology=topology, chain=chain, alphas=args.alphas, out=out / "live",
+                                             concurrency=args.concurrency, forced_alone=args.forced_alone))
+    else:
+        run = _collect_deployed(args, topology, chain, items, out)
     for stats in run.phases:
+        handed = f", {stats.forwarded} handed on" if stats.forwarded else ""
         print(
-            f"{stats.phase}: {stats.answered}/{stats.sent} answered, {stats.unanswered} unanswered, "
+            f"{stats.phase}: {stats.answered}/{stats.sent} answered{handed}, {stats.unanswered} unanswered, "
             f"{stats.timeouts} timed out, {stats.duplicates} duplicate answers dropped, {stats.wall_s:.1f} s"
         )
     evaluation = evaluate_run(
@@ -446,3 +437,31 @@ def run_live_command(args: argparse.Namespace) -> int:
     written = report.write(evaluation, out, plots=not args.no_plots)
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+def _collect_deployed(args: argparse.Namespace, topology: Topology, chain: Chain, items: list[Item], out: Path) -> LiveRun:
+    """The phases through the deployed topology's broker (the running stack's, else --bootstrap)."""
+    bootstrap = find_bootstrap(args, topology.namespace, topology.kafka.bootstrap_servers)
+    trust_keys = None
+    if args.forced_alone:
+        from disrouter.actors.trust import TrustKeyError
+        from disrouter.stack.supervisor import DEFAULT_RUN_DIR, tool_trust_keys
+
+        try:
+            trust_keys = tool_trust_keys(topology, Path(args.run_dir) if args.run_dir else DEFAULT_RUN_DIR)
+        except TrustKeyError as exc:
+            raise EvalInputError(f"--forced-alone writes to the agents' own topics, signed: {exc}") from None
+    return asyncio.run(
+        collect(
+            items=items,
+            chain=chain,
+            namespace=topology.namespace,
+            bootstrap=bootstrap,
+            alphas=args.alphas,
+            out=out / "live",
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            forced_alone=args.forced_alone,
+            trust_keys=trust_keys,
+        )
+    )

@@ -1,0 +1,83 @@
+"""`disrouter eval --live --in-process`: the topology's agents run here, one engine at a time.
+
+The chain and trace are the live test's (tests/integration/test_eval_live.py), so the numbers
+are the ones worked by hand there; the agents are the real replay engine behind the real
+`Agent.process`, with no broker and no Ray.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from disrouter.actors.trace import read_trace
+from disrouter.cli import main
+from disrouter.evaluation.evalset import EvalInputError
+from disrouter.evaluation.inprocess import visiting_order
+from disrouter.topology.load import parse_topology
+from disrouter.training.data import load
+from tests.integration.test_eval_live import write_trace
+
+
+def topology(agents: list[dict]) -> dict:
+    return {"namespace": "inproc", "kafka": {"bootstrap_servers": "127.0.0.1:9"}, "agents": agents}
+
+
+def replay(name: str, trace: str = "t.jsonl", **spec) -> dict:
+    return {"name": name, "cost": spec.pop("cost", 0.5), "engine": {"type": "replay", "trace": trace}, **spec}
+
+
+def test_agents_are_visited_after_every_agent_that_can_hand_them_a_query():
+    chain = parse_topology(topology([replay("a", next=["b"]), replay("b", next=["c"]), replay("c")]))
+    assert visiting_order(chain) == ["a", "b", "c"]
+    # A tree whose leaf `d` is fed by both branches: it comes after both.
+    tree = parse_topology({**topology([replay("d"), replay("c", next=["d"]), replay("a", next=["b", "c"]), replay("b", next=["d"])]),
+                           "entry": "a"})
+    order = visiting_order(tree)
+    assert order[0] == "a" and order.index("d") > max(order.index("b"), order.index("c"))
+
+
+def test_a_peer_mesh_is_refused_with_the_agents_that_loop():
+    mesh = parse_topology({**topology([replay("a", next=["b"]), replay("b", next=["a"])]), "max_hops": 2})
+    with pytest.raises(EvalInputError, match="peer mesh") as err:
+        visiting_order(mesh)
+    assert "a, b" in str(err.value) and "--live" in str(err.value)
+
+
+def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tmp_path):
+    items = load("gsm8k", limit=8).items
+    trace = write_trace(tmp_path / "replay.jsonl", items)
+    spec = topology([replay("small", str(trace), cost=0.1, next=["large"]), replay("large", str(trace), cost=0.9)])
+    path = tmp_path / "topology.yaml"
+    path.write_text(yaml.safe_dump({"applications": [{"name": "inproc", "import_path": "disrouter.topology.app:build_app", "args": spec}]}))
+    out = tmp_path / "out"
+    code = main(["eval", "--live", "--in-process", "--topology", str(path), "--dataset", "gsm8k", "--limit", "8",
+                 "--alphas", "0.5", "--forced-alone", "--methods", "oracle,single-*,disrouter-live", "--embedder", "hashing",
+                 "--out", str(out), "--no-plots"])
+    assert code == 0
+
+    # The deployed phase: items 4 and 5 are rejected by `small` and answered by `large`.
+    deployed = read_trace(out / "live" / "deployed-alpha0.5.jsonl")
+    assert len(deployed) == 10
+    hops = {(r.query_id, r.agent): r for r in deployed}
+    assert hops[(items[4].id, "small")].decision == "reject" and hops[(items[4].id, "large")].correct is True
+    assert hops[(items[6].id, "small")].decision == "answer" and hops[(items[6].id, "small")].correct is False
+    # Forced alone: every agent's answer to every question.
+    forced = {(r.query_id, r.agent): r.correct for r in read_trace(out / "live" / "forced.jsonl")}
+    assert [forced[(q.id, "small")] for q in items] == [True] * 4 + [False] * 4
+    assert all(forced[(q.id, "large")] for q in items)
+
+    # One phase per agent: `small` took 8 deployed + 8 forced queries and handed 2 on.
+    summary = json.loads((out / "live" / "live-summary.json").read_text())
+    phases = {p["phase"]: p for p in summary["phases"]}
+    assert (phases["agent small"]["sent"], phases["agent small"]["answered"], phases["agent small"]["forwarded"]) == (16, 14, 2)
+    assert (phases["agent large"]["sent"], phases["agent large"]["answered"]) == (10, 10)
+
+    results = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
+    test_rows = [i for i, item in enumerate(items) if item.split == "test"]
+    live = results["disrouter-live"]
+    assert live["n"] == len(test_rows)
+    assert live["accuracy"] == pytest.approx(sum(i not in (6, 7) for i in test_rows) / len(test_rows))
+    assert results["single-large"]["accuracy"] == 1.0 and results["oracle"]["accuracy"] == 1.0
