@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--forced-alone", action="store_true", help="also run every agent alone, forced to answer")
     live.add_argument("--in-process", action="store_true",
                       help="run the topology's agents in this process, one engine at a time, with no broker and no Ray: "
-                           "the same hops, traces and report, to check an adapter or a topology before deploying it")
+                           "the same hops, traces and report, to check an adapter or a topology before deploying it (implies --live)")
     p.set_defaults(func=run)
 
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from disrouter.training.data import DataError
 
     try:
-        if args.live:
+        if args.live or args.in_process:
             from disrouter.evaluation.live import run_live_command
 
             return run_live_command(args)

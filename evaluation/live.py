@@ -29,6 +29,9 @@ Traces written (the replay-trace format of actors/trace.py, one line per (query,
   deployed answer on the agent that answered it (so replaying the recorded decisions gives
   exactly the live result). Queries unanswered or timed out are left out and counted.
 
+`--in-process` (inprocess.py) runs the same phases with the agents in this process instead of
+deployed, and writes the same traces.
+
 The report is the replay harness run on `trace-alpha<α>.jsonl` (the deployed trace when there
 is no forced run), at that α; the recorded-decision row is labelled `disrouter-live`.
 """

@@ -53,7 +53,7 @@ def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tm
     path = tmp_path / "topology.yaml"
     path.write_text(yaml.safe_dump({"applications": [{"name": "inproc", "import_path": "disrouter.topology.app:build_app", "args": spec}]}))
     out = tmp_path / "out"
-    code = main(["eval", "--live", "--in-process", "--topology", str(path), "--dataset", "gsm8k", "--limit", "8",
+    code = main(["eval", "--in-process", "--topology", str(path), "--dataset", "gsm8k", "--limit", "8",
                  "--alphas", "0.5", "--forced-alone", "--methods", "oracle,single-*,disrouter-live", "--embedder", "hashing",
                  "--out", str(out), "--no-plots"])
     assert code == 0
