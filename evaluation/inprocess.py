@@ -27,9 +27,9 @@ from tqdm import tqdm
 from disrouter.actors.agent import Agent, Forward
 from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.engine import build_engine
-from disrouter.actors.trace import TraceRecord, write_trace
+from disrouter.actors.trace import TraceRecord
 from disrouter.evaluation.evalset import Chain, EvalInputError
-from disrouter.evaluation.live import LiveRun, PhaseStats, deployed_records, forced_records, merge, query_for, save_run
+from disrouter.evaluation.live import LiveRun, PhaseStats, query_for, save_run, write_deployed, write_forced
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.schema import Topology
 from disrouter.training.data import Item
@@ -138,18 +138,8 @@ async def collect_in_process(
     forced_rows: list[TraceRecord] | None = None
     if forced_alone:
         forced = {f"{item_id}|{agent}": answer for (kind, agent, item_id), answer in finals.items() if kind == "forced"}
-        forced_rows = forced_records(items, chain, forced)
-        path = out / "forced.jsonl"
-        write_trace(path, forced_rows)
-        traces["forced"] = str(path)
+        forced_rows = write_forced(out, items, chain, forced, traces)
     for alpha in alphas:
         answers = {item_id: answer for (kind, a, item_id), answer in finals.items() if kind == "deployed" and a == alpha}
-        rows = deployed_records(items, answers, chain)
-        path = out / f"deployed-alpha{alpha:g}.jsonl"
-        write_trace(path, rows)
-        traces[f"deployed-alpha{alpha:g}"] = str(path)
-        if forced_rows is not None:
-            path = out / f"trace-alpha{alpha:g}.jsonl"
-            write_trace(path, merge(rows, forced_rows))
-            traces[f"trace-alpha{alpha:g}"] = str(path)
+        write_deployed(out, alpha, items, chain, answers, forced_rows, traces)
     return save_run(LiveRun(str(out), traces, phases))

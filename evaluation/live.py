@@ -281,23 +281,36 @@ async def collect(
                 more, stats = await run_phase(client, again, phase="forced alone (again)", concurrency=concurrency, timeout_s=timeout_s)
                 phases.append(stats)
                 answers.update({k: v for k, v in more.items() if v.status == "answered"})
-            forced_rows = forced_records(items, chain, answers)
-            path = out / "forced.jsonl"
-            write_trace(path, forced_rows)
-            traces["forced"] = str(path)
+            forced_rows = write_forced(out, items, chain, answers, traces)
         for alpha in alphas:
             jobs = [(item.id, topics.ingress(namespace), query_for(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
             answers, stats = await run_phase(client, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
-            rows = deployed_records(items, answers, chain)
-            path = out / f"deployed-alpha{alpha:g}.jsonl"
-            write_trace(path, rows)
-            traces[f"deployed-alpha{alpha:g}"] = str(path)
-            if forced_rows is not None:
-                path = out / f"trace-alpha{alpha:g}.jsonl"
-                write_trace(path, merge(rows, forced_rows))
-                traces[f"trace-alpha{alpha:g}"] = str(path)
+            write_deployed(out, alpha, items, chain, answers, forced_rows, traces)
     return save_run(LiveRun(str(out), traces, phases))
+
+
+def write_forced(out: Path, items: list[Item], chain: Chain, answers: dict[str, Answer], traces: dict[str, str]) -> list[TraceRecord]:
+    """`forced.jsonl` from the forced answers (keyed `<item id>|<agent>`); returns its rows."""
+    rows = forced_records(items, chain, answers)
+    path = out / "forced.jsonl"
+    write_trace(path, rows)
+    traces["forced"] = str(path)
+    return rows
+
+
+def write_deployed(out: Path, alpha: float, items: list[Item], chain: Chain, answers: dict[str, Answer],
+                   forced_rows: list[TraceRecord] | None, traces: dict[str, str]) -> None:
+    """One α's `deployed-alpha<α>.jsonl` (answers keyed by item id), and merged with the forced
+    rows (when there are any) its `trace-alpha<α>.jsonl`."""
+    rows = deployed_records(items, answers, chain)
+    path = out / f"deployed-alpha{alpha:g}.jsonl"
+    write_trace(path, rows)
+    traces[f"deployed-alpha{alpha:g}"] = str(path)
+    if forced_rows is not None:
+        path = out / f"trace-alpha{alpha:g}.jsonl"
+        write_trace(path, merge(rows, forced_rows))
+        traces[f"trace-alpha{alpha:g}"] = str(path)
 
 
 def save_run(run: LiveRun) -> LiveRun:
