@@ -29,13 +29,23 @@ from disrouter.actors.contracts import Answer, Query
 from disrouter.actors.engine import build_engine
 from disrouter.actors.trace import TraceRecord
 from disrouter.evaluation.evalset import Chain, EvalInputError
-from disrouter.evaluation.live import LiveRun, PhaseStats, query_for, save_run, write_deployed, write_forced
+from disrouter.evaluation.live import (
+    LiveRun,
+    PhaseStats,
+    deployed_query,
+    forced_key,
+    forced_query,
+    save_run,
+    write_deployed,
+    write_forced,
+)
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.schema import Topology
 from disrouter.training.data import Item
 
-# Where a query's final answer is filed: ("deployed", α, item id) or ("forced", agent, item id).
-Key = tuple[str, float | str, str]
+# Where a query's final answer is filed: (α, item id) for the deployed phase at α, (None,
+# `forced_key`) for a forced copy — the keys live mode's trace writers read.
+Key = tuple[float | None, str]
 
 
 def visiting_order(topology: Topology) -> list[str]:
@@ -49,6 +59,7 @@ def visiting_order(topology: Topology) -> list[str]:
     pending = [agent.name for agent in topology.agents]
     while pending:
         free = [name for name in pending if feeders[name] <= set(order)]
+        # Queries start at the entry, so one that can be handed back to it loops as well.
         if not free or feeders[topology.entry_agent]:
             raise EvalInputError(
                 "in-process mode runs each agent once, after every agent that can hand it a query; in this topology "
@@ -109,12 +120,10 @@ async def collect_in_process(
     configs = agent_configs(topology)
     queues: dict[str, list[tuple[Key, Query]]] = {name: [] for name in order}
     for alpha in alphas:
-        queues[topology.entry_agent] += [(("deployed", alpha, item.id), query_for(item, f"{item.id}@{run_id}-a{alpha:g}", alpha))
-                                         for item in items]
+        queues[topology.entry_agent] += [((alpha, item.id), deployed_query(item, run_id, alpha)) for item in items]
     if forced_alone:
         for agent in chain.agents:
-            queues[agent] += [(("forced", agent, item.id), query_for(item, f"{item.id}@{run_id}-forced-{agent}", alphas[0], force_answer=True))
-                              for item in items]
+            queues[agent] += [((None, forced_key(item.id, agent)), forced_query(item, run_id, agent, alphas[0])) for item in items]
     finals: dict[Key, Answer] = {}
     phases: list[PhaseStats] = []
     for name in order:
@@ -134,12 +143,13 @@ async def collect_in_process(
         for peer, key, query in handed:
             queues[peer].append((key, query))  # a later agent: the order puts every peer after its feeders
 
+    filed: dict[float | None, dict[str, Answer]] = {}
+    for (phase, filed_as), answer in finals.items():
+        filed.setdefault(phase, {})[filed_as] = answer
     traces: dict[str, str] = {}
     forced_rows: list[TraceRecord] | None = None
     if forced_alone:
-        forced = {f"{item_id}|{agent}": answer for (kind, agent, item_id), answer in finals.items() if kind == "forced"}
-        forced_rows = write_forced(out, items, chain, forced, traces)
+        forced_rows = write_forced(out, items, chain, filed.get(None, {}), traces)
     for alpha in alphas:
-        answers = {item_id: answer for (kind, a, item_id), answer in finals.items() if kind == "deployed" and a == alpha}
-        write_deployed(out, alpha, items, chain, answers, forced_rows, traces)
+        write_deployed(out, alpha, items, chain, filed.get(alpha, {}), forced_rows, traces)
     return save_run(LiveRun(str(out), traces, phases))

@@ -127,7 +127,22 @@ async def run_phase(
     return answers, stats
 
 
-def query_for(item: Item, qid: str, alpha: float, *, force_answer: bool = False) -> Query:
+def deployed_query(item: Item, run_id: str, alpha: float) -> Query:
+    """The query the deployed phase at α asks (id `<item>@<run>-a<α>`)."""
+    return _query(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)
+
+
+def forced_query(item: Item, run_id: str, agent: str, alpha: float) -> Query:
+    """The copy the forced-alone phase gives `agent` (id `<item>@<run>-forced-<agent>`)."""
+    return _query(item, f"{item.id}@{run_id}-forced-{agent}", alpha, force_answer=True)
+
+
+def forced_key(item_id: str, agent: str) -> str:
+    """How the forced phase files `agent`'s answer to an item (`forced_records` reads them so)."""
+    return f"{item_id}|{agent}"
+
+
+def _query(item: Item, qid: str, alpha: float, *, force_answer: bool = False) -> Query:
     scenario = scenario_for_alpha(alpha)
     return Query(
         id=qid,
@@ -195,7 +210,7 @@ def forced_records(items: list[Item], chain: Chain, answers: dict[str, Answer]) 
     for item in items:
         lines = []
         for agent in chain.agents:
-            answer = answers.get(f"{item.id}|{agent}")
+            answer = answers.get(forced_key(item.id, agent))
             if answer is None or answer.status != "answered":
                 continue
             if answer.agent != agent:
@@ -267,7 +282,7 @@ async def collect(
         forced_rows: list[TraceRecord] | None = None
         if forced_alone:
             jobs = [
-                (f"{item.id}|{agent}", topics.agent(namespace, agent), query_for(item, f"{item.id}@{run_id}-forced-{agent}", alphas[0], force_answer=True))
+                (forced_key(item.id, agent), topics.agent(namespace, agent), forced_query(item, run_id, agent, alphas[0]))
                 for agent in chain.agents
                 for item in items
             ]
@@ -283,7 +298,7 @@ async def collect(
                 answers.update({k: v for k, v in more.items() if v.status == "answered"})
             forced_rows = write_forced(out, items, chain, answers, traces)
         for alpha in alphas:
-            jobs = [(item.id, topics.ingress(namespace), query_for(item, f"{item.id}@{run_id}-a{alpha:g}", alpha)) for item in items]
+            jobs = [(item.id, topics.ingress(namespace), deployed_query(item, run_id, alpha)) for item in items]
             answers, stats = await run_phase(client, jobs, phase=f"deployed α={alpha:g}", concurrency=concurrency, timeout_s=timeout_s)
             phases.append(stats)
             write_deployed(out, alpha, items, chain, answers, forced_rows, traces)
