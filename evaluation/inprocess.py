@@ -18,9 +18,12 @@ topology in which queries can come back (a peer mesh) has no such order and is r
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 from tqdm import tqdm
 
@@ -42,6 +45,38 @@ from disrouter.evaluation.live import (
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.schema import Topology
 from disrouter.training.data import Item
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The run was stopped by SIGTERM; the engines it had started are closed."""
+
+
+async def stop_on_sigterm(run: Awaitable[T]) -> T:
+    """Await `run`, turning a SIGTERM into its cancellation, as Ctrl-C is: a killed process would
+    skip the engines' `close`, and vLLM's engine process outlives its parent."""
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    terminated = False
+
+    def on_sigterm() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    try:
+        return await run
+    except asyncio.CancelledError:
+        if terminated:
+            raise Stopped("stopped by SIGTERM; the engines were closed") from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
 
 # Where a query's final answer is filed: (α, item id) for the deployed phase at α, (None,
 # `forced_key`) for a forced copy — the keys live mode's trace writers read.

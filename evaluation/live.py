@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -442,10 +444,15 @@ def run_live_command(args: argparse.Namespace) -> int:
             f"{args.dataset}: no {args.split} question in the first {args.limit} after skipping {args.skip} (raise --limit)")
     out = Path(args.out)
     if args.in_process:
-        from disrouter.evaluation.inprocess import collect_in_process
+        from disrouter.evaluation.inprocess import Stopped, collect_in_process, stop_on_sigterm
 
-        run = asyncio.run(collect_in_process(items=items, topology=topology, chain=chain, alphas=args.alphas, out=out / "live",
-                                             concurrency=args.concurrency, forced_alone=args.forced_alone))
+        try:
+            run = asyncio.run(stop_on_sigterm(collect_in_process(
+                items=items, topology=topology, chain=chain, alphas=args.alphas, out=out / "live",
+                concurrency=args.concurrency, forced_alone=args.forced_alone)))
+        except Stopped as exc:
+            print(f"disrouter eval: {exc}", file=sys.stderr)
+            return 128 + signal.SIGTERM
     else:
         run = _collect_deployed(args, topology, chain, items, out)
     for stats in run.phases:

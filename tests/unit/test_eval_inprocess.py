@@ -7,7 +7,10 @@ are the ones worked by hand there; the agents are the real replay engine behind 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 
 import pytest
 import yaml
@@ -15,7 +18,7 @@ import yaml
 from disrouter.actors.trace import read_trace
 from disrouter.cli import main
 from disrouter.evaluation.evalset import EvalInputError
-from disrouter.evaluation.inprocess import visiting_order
+from disrouter.evaluation.inprocess import Stopped, stop_on_sigterm, visiting_order
 from disrouter.topology.load import parse_topology
 from disrouter.training.data import load
 from tests.integration.test_eval_live import write_trace
@@ -81,3 +84,34 @@ def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tm
     assert live["n"] == len(test_rows)
     assert live["accuracy"] == pytest.approx(sum(i not in (6, 7) for i in test_rows) / len(test_rows))
     assert results["single-large"]["accuracy"] == 1.0 and results["oracle"]["accuracy"] == 1.0
+
+
+def test_a_sigterm_cancels_the_run_so_its_engines_close():
+    # Killed outright, the run would skip `engine.close()` and leave vLLM's engine process behind.
+    closed: list[str] = []
+
+    async def run() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            closed.append("engine")
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+        await stop_on_sigterm(run())
+
+    with pytest.raises(Stopped, match="SIGTERM"):
+        asyncio.run(main())
+    assert closed == ["engine"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler went with the run
+
+
+def test_a_cancellation_that_is_not_a_sigterm_stays_a_cancellation():
+    async def main() -> None:
+        task = asyncio.ensure_future(stop_on_sigterm(asyncio.sleep(30)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
