@@ -99,7 +99,7 @@ class Agent:
             allow_reject=not must_answer,
             want_confidence=cfg.awareness == "confidence",
             max_tokens=cfg.max_tokens,
-            reject_at=cfg.reject_at if not must_answer else None,
+            reject_at=cfg.reject_at_for(alpha) if not must_answer else None,
         )
         # Text is released only once the decision is certain to be an answer: from the start
         # where the agent must answer, after the first tokens in generative mode, never in

@@ -11,7 +11,8 @@ from typing import Any, Literal
 import msgspec
 
 from disrouter.actors import topics
-from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness
+from disrouter.actors.contracts import Scenario
+from disrouter.actors.decision import DEFAULT_GAMMA, AnyCalibration, Awareness, scenario_for_alpha
 
 Policy = Literal["first_unvisited", "cheapest_unvisited", "tag_match", "hash_unvisited"]
 OnExhausted = Literal["force", "unanswered"]
@@ -172,7 +173,8 @@ class AgentConfig(msgspec.Struct, omit_defaults=True):
     terminal: bool = False
     awareness: Awareness = "generative"
     calibration: AnyCalibration | None = None
-    reject_at: float | None = None  # generative: reject by the reject's opening probability (schema)
+    # Generative: reject by the reject's opening probability, one threshold or one per scenario (schema).
+    reject_at: float | dict[Scenario, float] | None = None
     prices: Prices | None = None
     gamma: float = DEFAULT_GAMMA
     default_alpha: float = 0.5
@@ -190,6 +192,13 @@ class AgentConfig(msgspec.Struct, omit_defaults=True):
     # Every agent of the topology, on the entry agent only: where it re-routes hand-offs left on
     # the topic of an agent a redeploy removed (`Agent.reroute`).
     agents: list[Peer] = []
+
+    def reject_at_for(self, alpha: float) -> float | None:
+        """The reject threshold at α; per scenario, that of the scenario nearest α (the instruction
+        a trained agent knows; a raw α between two is spelled out to it, but was never trained)."""
+        if isinstance(self.reject_at, dict):
+            return self.reject_at[scenario_for_alpha(alpha)]
+        return self.reject_at
 
     @property
     def ingress_topic(self) -> str:

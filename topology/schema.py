@@ -72,7 +72,9 @@ class AgentSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     # Generative mode: reject iff the probability that the reply opens with the reject phrase is
     # at least this (the first step's log-probs; a vLLM engine), instead of whatever greedy
     # decoding says first. Unset: the greedy reply decides (README, "What training bought").
-    reject_at: float | None = None
+    # One threshold, or one per scenario ({performance_first: …, balance: …, cost_first: …},
+    # as `disrouter train calibrate` fits them); a raw α takes its nearest scenario's.
+    reject_at: float | dict[Scenario, float] | None = None
     tags: list[str] = []
     prices: Prices | None = None
     replicas: int = 1

@@ -19,6 +19,7 @@ What is checked, and why:
 from __future__ import annotations
 
 from disrouter.actors.config import MAX_NAME_CHARS, KafkaCredentials, Timeouts
+from disrouter.actors.contracts import Scenario
 from disrouter.actors.engine import engine_types
 from disrouter.actors.topics import is_legal_topic
 from disrouter.topology.errors import TopologyError
@@ -129,8 +130,13 @@ def validate(topology: Topology, source: str | None = None) -> None:
         if agent.max_in_flight < 1:
             problem(f"{where}.max_in_flight", f"must be ≥ 1, got {agent.max_in_flight}")
         if agent.reject_at is not None:
-            if not 0.0 < agent.reject_at <= 1.0:
-                problem(f"{where}.reject_at", f"must be within (0, 1], got {agent.reject_at}")
+            thresholds = agent.reject_at if isinstance(agent.reject_at, dict) else {None: agent.reject_at}
+            for scenario, threshold in thresholds.items():
+                field = f"{where}.reject_at" + (f".{scenario.value}" if scenario is not None else "")
+                if not 0.0 < threshold <= 1.0:
+                    problem(field, f"must be within (0, 1], got {threshold}")
+            if isinstance(agent.reject_at, dict) and (missing := [s.value for s in Scenario if s not in agent.reject_at]):
+                problem(f"{where}.reject_at", f"names no threshold for {', '.join(missing)} (a query may bring any scenario)")
             if agent.awareness != "generative":
                 problem(f"{where}.reject_at", "decides a generative agent's reject; this agent has `awareness: confidence`")
         kind = agent.engine.get("type")

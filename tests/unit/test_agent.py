@@ -281,6 +281,20 @@ async def test_reject_at_reaches_the_engine_only_where_the_reject_is_offered():
     assert engine.requests[-1].reject_at is None
 
 
+async def test_a_threshold_per_scenario_reaches_the_engine_with_the_querys_scenario():
+    per_scenario = {"performance_first": 0.55, "balance": 0.65, "cost_first": 0.8}
+    configs = topology([{"name": "a", "cost": 0.1, "next": ["b"], "reject_at": per_scenario}, {"name": "b", "cost": 0.9}])
+    engine = rejects()
+    # A named scenario, its α, and a raw α nearest cost_first (0.7): the instruction's scenario.
+    for query, want in [(Query(prompt="p", id="q1", scenario=Scenario.balance), 0.65), (Query(prompt="p", id="q2", alpha=0.2), 0.55),
+                        (Query(prompt="p", id="q3", alpha=0.7), 0.8)]:
+        await run(configs["a"], engine, query)
+        assert engine.requests[-1].reject_at == want
+    # The topology's default α (0.5) where the query names none.
+    await run(configs["a"], engine, Query(prompt="p", id="q4"))
+    assert engine.requests[-1].reject_at == 0.65
+
+
 async def test_a_forced_query_is_never_passed_on_even_when_the_engine_fails():
     cfg = chain()["a0"]
     failing = FakeEngine(lambda r: RuntimeError("boom"))

@@ -237,3 +237,14 @@ def test_reject_at_is_a_probability_of_a_generative_agent():
     assert has(found, "agents[0] (a).reject_at", "within (0, 1], got 0.0")
     assert has(found, "agents[1] (b).reject_at", "within (0, 1], got 1.5")
     assert has(found, "agents[2] (c).reject_at", "awareness: confidence")
+
+
+def test_reject_at_per_scenario_names_every_scenario_and_each_threshold_is_a_probability():
+    full = {"performance_first": 0.55, "balance": 0.65, "cost_first": 0.8}
+    parsed = parse(agent("a", "b", reject_at=full), agent("b"))
+    assert {s.value: t for s, t in parsed.agents[0].reject_at.items()} == full
+    found = problems(agent("a", "b", reject_at={**full, "cost_first": 1.2}), agent("b", "c", reject_at={"balance": 0.5}), agent("c"))
+    assert has(found, "agents[0] (a).reject_at.cost_first", "within (0, 1], got 1.2")
+    assert has(found, "agents[1] (b).reject_at", "no threshold for performance_first, cost_first")
+    with pytest.raises(TopologyError, match="reject_at"):
+        parse(agent("a", "b", reject_at={"cheap_first": 0.5}), agent("b"))  # not a scenario
