@@ -3,6 +3,7 @@
     disrouter train all training/recipes/smollm2.yaml        # every stage, resumable
     disrouter train sample training/recipes/smollm2.yaml     # one stage
     disrouter train report CONFIG --adapter DIR              # report on any adapter
+    disrouter train calibrate CONFIG                         # per-scenario reject thresholds
 
 Heavy imports (vLLM, TRL, torch) happen inside the stages, so `disrouter --help` stays fast.
 """
@@ -21,6 +22,7 @@ STAGE_HELP = {
     "rl": "GRPO with TRL's GRPOTrainer and the paper's reward (checkpoints, resumable)",
     "report": "self-awareness on held-out questions, before vs after (JSON, table, plot)",
     "export": "the adapter vLLM serves, with its card (config, metrics, command, training cost)",
+    "calibrate": "not in `all`: per-scenario reject_at for the agent as `calibrate.topology` serves it",
 }
 
 
@@ -50,6 +52,16 @@ def run(args: argparse.Namespace) -> int:
     # The card names the command that reproduces the whole adapter, whichever stage ran last.
     command = f"disrouter train all {shlex.quote(args.config)}" + (f" --out {shlex.quote(args.out)}" if args.out else "")
     run_ = Run(cfg, args.config, command)
+    if args.stage == "calibrate":
+        from disrouter.topology.errors import TopologyError
+        from disrouter.training.calibrate import calibrate, table
+
+        try:
+            print(table(calibrate(cfg, force=args.force)))
+        except (ValueError, FileNotFoundError, TopologyError) as exc:
+            print(f"disrouter train calibrate: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.stage == "report" and args.adapter:
         run_.report(force=True, adapter=Path(args.adapter))
         return 0

@@ -136,6 +136,18 @@ class RLConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     save_steps: int = 10
 
 
+class CalibrateConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """`disrouter train calibrate`: per-scenario reject thresholds (training/calibrate.py)."""
+
+    # The topology that serves the agent: its engine block (adapter included) and its successor.
+    topology: str | None = None
+    # Validation questions per set: the next n of the train split after the training mix.
+    questions: int = 300
+    # Candidate thresholds on the reject's first-step probability.
+    grid: list[float] = msgspec.field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 21)])
+    concurrency: int = 16
+
+
 class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     agent: str
     model: str
@@ -144,6 +156,7 @@ class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     sample: SampleConfig = msgspec.field(default_factory=SampleConfig)
     sft: SFTConfig = msgspec.field(default_factory=SFTConfig)
     rl: RLConfig = msgspec.field(default_factory=RLConfig)
+    calibrate: CalibrateConfig = msgspec.field(default_factory=CalibrateConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
@@ -168,6 +181,8 @@ class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             raise ValueError("rl.batch_size must be a multiple of rl.num_generations")
         if not all(0.0 <= a <= 1.0 for a in [*self.sft.alphas, *self.rl.alphas]):
             raise ValueError("every α (sft.alphas, rl.alphas) must lie in [0, 1]")
+        if not all(0.0 < t <= 1.0 for t in self.calibrate.grid) or not self.calibrate.grid:
+            raise ValueError("calibrate.grid: thresholds within (0, 1], at least one")
         if self.sft.balance_ratio < 1.0:
             raise ValueError("sft.balance_ratio must be ≥ 1 (the larger class over the smaller)")
         labels = self.sft.labels

@@ -63,7 +63,10 @@ def test_config_errors_name_the_field(tmp_path):
 def test_shipped_recipes_load():
     from pathlib import Path
 
-    recipes = sorted((Path(__file__).resolve().parents[2] / "training" / "recipes").glob("*.yaml"))
+    from disrouter.topology.load import load_topology
+
+    root = Path(__file__).resolve().parents[2]
+    recipes = sorted((root / "training" / "recipes").glob("*.yaml"))
     assert recipes
     configs = {path.name: load_config(path) for path in recipes}
     by_out = {cfg.out: cfg for cfg in configs.values()}
@@ -83,6 +86,12 @@ def test_shipped_recipes_load():
             successor = by_out[labels.successor]
             assert successor.agent != cfg.agent
             assert (successor.data.sets[0].name, successor.data.train_questions) == (cfg.data.sets[0].name, cfg.data.train_questions)
+        if cfg.calibrate.topology:  # calibrated as a shipped topology serves the agent
+            _, served = load_topology(root / cfg.calibrate.topology)
+            assert cfg.agent in {agent.name for agent in served.agents}, name
+    # Each shipped adapter is exported by exactly one recipe: its card's command is that recipe's.
+    shipped = [cfg.export_to for cfg in configs.values() if cfg.export_to and cfg.export_to.startswith("examples/adapters/")]
+    assert sorted(shipped) == sorted({str(p.relative_to(root)) for p in (root / "examples" / "adapters").iterdir() if p.is_dir()})
 
 
 @pytest.mark.parametrize("ship,rl_ran,expected", [("rl", True, "rl"), ("rl", False, "sft"), ("sft", True, "sft")])
