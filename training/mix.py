@@ -22,7 +22,7 @@ def questions(cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
         items = _items(cfg, spec)
         set_train = [item for item in items if item.split == "train"]
         set_test = [item for item in items if item.split == "test"]
-        n_train = spec.train_questions if spec.train_questions is not None else cfg.data.train_questions
+        n_train = _train_questions(cfg, spec)
         n_eval = spec.eval_questions if spec.eval_questions is not None else cfg.data.eval_questions
         train += set_train if n_train is None else set_train[:n_train]
         held_out += set_test[:n_eval]
@@ -34,6 +34,11 @@ def _items(cfg: TrainConfig, spec: DataSet) -> list[Item]:
     return [item for item in items if item.level in set(spec.levels)] if spec.levels else items
 
 
+def _train_questions(cfg: TrainConfig, spec: DataSet) -> int | None:
+    """The size of a set's training mix (None: its whole train split)."""
+    return spec.train_questions if spec.train_questions is not None else cfg.data.train_questions
+
+
 def validation(cfg: TrainConfig) -> list[Item]:
     """Questions no stage trains on, for calibrating a served agent: per set, the next
     `calibrate.questions` of the train split after the training mix (the test split stays
@@ -41,7 +46,7 @@ def validation(cfg: TrainConfig) -> list[Item]:
     chosen: list[Item] = []
     for spec in cfg.data.sets:
         set_train = [item for item in _items(cfg, spec) if item.split == "train"]
-        n_train = spec.train_questions if spec.train_questions is not None else cfg.data.train_questions
+        n_train = _train_questions(cfg, spec)
         if n_train is None:
             raise ValueError(f"{spec.name}: the training mix takes the whole train split (train_questions unset): "
                              "no question is left to calibrate on")
