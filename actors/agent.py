@@ -156,6 +156,7 @@ class Agent:
             next=peer.name if (rejects and peer) else None,
             latency_ms=latency_ms,
             tokens_out=result.tokens_out,
+            reject_probability=result.reject_probability,  # why, when a threshold decided
         )
         if not rejects or must_answer:
             return self._final(query, trail, alpha, scenario, hop, None, text=result.text)

@@ -54,6 +54,9 @@ class EngineResult(msgspec.Struct, omit_defaults=True):
     # Dollars, when the engine knows its own prices (remote APIs).
     cost_usd: float | None = None
     stopped_early: bool = False
+    # The probability that the reply opens with the reject, when the engine read it at the
+    # first step to decide (`reject_at`): why a query was kept or handed on.
+    reject_probability: float | None = None
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import yaml
 from disrouter.actors import topics
 from disrouter.topology.compile import agent_configs
 from disrouter.topology.errors import TopologyError
-from disrouter.topology.load import PATH_OPTIONS, parse_topology, read_application
+from disrouter.topology.load import engine_paths, parse_topology, read_application
 from disrouter.topology.schema import Topology
 from disrouter.topology.serve_schema import check_serve_config
 
@@ -84,13 +84,9 @@ def _relative_paths(topology: Topology) -> list[tuple[str, str]]:
     if topology.trust.key_file and topology.trust.key_file.startswith(local):
         bad.append(("trust.key_file", topology.trust.key_file))
     for i, agent in enumerate(topology.agents):
-        for key in PATH_OPTIONS:
-            value = agent.engine.get(key)
+        for field, value in engine_paths(agent.engine).items():
             if isinstance(value, str) and value.startswith(local):
-                bad.append((f"agents[{i}] ({agent.name}).engine.{key}", value))
-        lora = agent.engine.get("lora")
-        if isinstance(lora, dict) and str(lora.get("path", "")).startswith(local):
-            bad.append((f"agents[{i}] ({agent.name}).engine.lora.path", lora["path"]))
+                bad.append((f"agents[{i}] ({agent.name}).engine.{field}", value))
     return bad
 
 

@@ -22,7 +22,7 @@ import yaml
 
 from disrouter.topology.compile import actor_options
 from disrouter.topology.k8s import replica_counts, topic_plan
-from disrouter.topology.load import BUILDER, PATH_OPTIONS, parse_topology
+from disrouter.topology.load import BUILDER, engine_paths, parse_topology
 from disrouter.topology.schema import Topology
 
 _SECRET_NAME = re.compile(r"TOKEN|PASSWORD|PASSWD|SECRET|API_KEY|CREDENTIAL|PRIVATE_KEY", re.I)
@@ -185,11 +185,7 @@ def _fits(topology: Topology, docs: list[dict[str, Any]], rs: dict[str, Any]) ->
 
 def _engine_files(engine: dict[str, Any]) -> dict[str, str]:
     """Absolute paths an engine reads (Hugging Face ids and pkg: paths are not files here)."""
-    files = {k: engine.get(k) for k in PATH_OPTIONS}
-    lora = engine.get("lora")
-    if isinstance(lora, dict):
-        files["lora.path"] = lora.get("path")
-    return {k: v for k, v in files.items() if isinstance(v, str) and v.startswith("/")}
+    return {k: v for k, v in engine_paths(engine).items() if isinstance(v, str) and v.startswith("/")}
 
 
 def _mounted(group: dict[str, Any], path: str) -> bool:

@@ -20,8 +20,21 @@ from disrouter.topology.validate import validate
 
 BUILDER = "disrouter.topology.app:build_app"
 # Engine options that name files: relative values are resolved against the topology file's
-# folder, because replicas run with another working directory (so is an adapter's `lora.path`).
+# folder, because replicas run with another working directory (so are adapters' paths, below).
 PATH_OPTIONS = ("trace", "model", "tokenizer", "api_key_file")
+# Engine options that name an adapter, `{name, path}`: their `path` is a path option too.
+ADAPTER_OPTIONS = ("lora", "gate_lora")
+
+
+def engine_paths(engine: dict[str, Any]) -> dict[str, Any]:
+    """The engine's path-valued options by their dotted field name (`model`, `lora.path`, …);
+    values as the topology gives them (any type: validation names a wrong one)."""
+    paths = {key: engine.get(key) for key in PATH_OPTIONS}
+    for key in ADAPTER_OPTIONS:
+        adapter = engine.get(key)
+        if isinstance(adapter, dict):
+            paths[f"{key}.path"] = adapter.get("path")
+    return paths
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -81,13 +94,11 @@ def parse_topology(args: dict[str, Any], base_dir: Path | None = None, source: s
         if key_file and key_file.startswith(("./", "../")):
             topology.trust = msgspec.structs.replace(topology.trust, key_file=str((base_dir / key_file).resolve()))
         for agent in topology.agents:
-            for key in PATH_OPTIONS:
-                value = agent.engine.get(key)
+            for field, value in engine_paths(agent.engine).items():
                 if isinstance(value, str) and value.startswith(("./", "../")):
-                    agent.engine[key] = str((base_dir / value).resolve())
-            lora = agent.engine.get("lora")
-            if isinstance(lora, dict) and isinstance(lora.get("path"), str) and lora["path"].startswith(("./", "../")):
-                agent.engine["lora"] = {**lora, "path": str((base_dir / lora["path"]).resolve())}
+                    key, _, sub = field.partition(".")
+                    resolved = str((base_dir / value).resolve())
+                    agent.engine[key] = {**agent.engine[key], sub: resolved} if sub else resolved
     validate(topology, source)
     return topology
 

@@ -219,8 +219,9 @@ async def measure(
             # gives when it keeps the question (its likeliest opening that is not the reject's).
             request = EngineRequest(query_id=item.id, prompt=item.prompt, alpha=alpha, instruction=scenario_instruction(alpha),
                                     allow_reject=True, max_tokens=agent.max_tokens, reject_at=math.inf)
-            record.mass[scenario] = await engine.reject_probability(request)
             reply = await engine.generate(request)
+            mass = reply.reject_probability  # read at the first step, which decided to keep it
+            record.mass[scenario] = mass if mass is not None else await engine.reject_probability(request)
             record.correct[scenario] = reply.decision != "reject" and is_correct(item.kind, reply.text, item.gold)
         return record
 

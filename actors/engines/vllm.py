@@ -6,11 +6,21 @@
       max_tokens: 256
       max_model_len: 2048               # any other key is passed to vLLM's AsyncEngineArgs
       lora: {name: self-aware, path: /models/adapters/smol-sa}   # or pkg:<package>/<folder>
+      gate_lora: {name: gate, path: /models/adapters/smol-gate}  # optional: decides, `lora` answers
 
 A `lora:` adapter (what `disrouter train` exports) is served through vLLM's LoRA support on top
 of the unchanged base model, or, with `merge: true`, merged into the base weights once (cached
 in the model store) and served as a plain model: on CPU, vLLM's LoRA path measured ~40 % fewer
 generated tokens per second (SmolLM2, 64 concurrent: 226 vs 409 tok/s), which merging avoids.
+
+A `gate_lora:` splits the two jobs of a self-aware agent between two adapters of the same base:
+the gate's first step decides (its reject probability against the request's `reject_at`, or,
+without one, whether the reject is its likeliest opening), and `lora` (or the base model, without
+one) writes every answer, forced ones included. One adapter trained for both may rank its own
+competence worse than one trained for the decision alone, while another answers better (README,
+"A gate adapter"). Unmerged, both are vLLM LoRAs of one engine (what a GPU wants); with `merge:
+true` on either, the gate runs in an engine of its own (a second AsyncLLM: merged weights, or
+the base with its LoRA), because on CPU the LoRA path cost the gated agent ~3× its time per query.
 
 One AsyncLLM per replica serves every in-flight query of the agent: requests are submitted
 concurrently and vLLM batches them continuously. Replies are streamed token by token (DELTA
@@ -131,6 +141,8 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     top_p: float = 1.0
     seed: int | None = None
     lora: LoRASpec | None = None
+    # The adapter whose first step decides answer or reject; `lora` (or the base) answers.
+    gate_lora: LoRASpec | None = None
     prompt: PromptStyle = msgspec.field(default_factory=PromptStyle)
     # The engine's environment: under Serve, the replica process's runtime_env (set by Ray
     # before the process starts); in-process, set once before the engine starts (`apply_env`).
@@ -143,6 +155,15 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             raise ValueError("max_tokens must be ≥ 1")
         if self.temperature < 0:
             raise ValueError("temperature must be ≥ 0")
+        if self.gate_lora is not None and self.lora is not None and self.gate_lora.name == self.lora.name:
+            raise ValueError("gate_lora: needs a name of its own (vLLM tells adapters apart by name)")
+
+    @property
+    def gate_apart(self) -> bool:
+        """Whether the gate needs an engine of its own: both adapters were trained on the base
+        weights, so neither can be applied on top of weights the other was merged into."""
+        gate, lora = self.gate_lora, self.lora
+        return gate is not None and (gate.merge or (lora is not None and lora.merge))
 
 
 _OWN_FIELDS = set(VLLMOptions.__struct_fields__)
@@ -179,7 +200,9 @@ class VLLMEngine:
         self.agent = agent
         self._llm: Any = None
         self._tokenizer: Any = None
-        self._lora: Any = None
+        self._lora: Any = None  # the answering adapter's LoRARequest (None: merged, or none)
+        self._gate: Any = None  # the deciding adapter's, when `gate_lora` shares this engine
+        self._gate_engine: VLLMEngine | None = None  # the gate's own engine (`VLLMOptions.gate_apart`)
         self._seq = itertools.count()
         self._tokenize_pool: ThreadPoolExecutor | None = None
         self._cpu = False
@@ -202,13 +225,18 @@ class VLLMEngine:
     def _engine_args(self, cpu: bool) -> dict[str, Any]:
         from disrouter.actors.models import ModelStoreError, adapter_rank, merged_model, resolve_model
 
+        lora = self.options.lora
+        served: list[Any] = []  # the adapters vLLM applies per request (not merged)
         try:
             model = resolve_model(self.options.model)
-            lora = self.options.lora
             if lora is not None:
                 adapter = resolve_path(lora.path)
                 if lora.merge:
                     model = str(merged_model(model, adapter))
+                else:
+                    served.append(adapter)
+            if self.options.gate_lora is not None and not self.options.gate_apart:
+                served.append(resolve_path(self.options.gate_lora.path))
         except ModelStoreError as exc:
             raise EngineError(f"agent {self.agent!r}: {exc}") from None
         args: dict[str, Any] = {
@@ -222,9 +250,10 @@ class VLLMEngine:
             # Compiled mode costs 75–113 s at every start on CPU for ~15% speed.
             args["enforce_eager"] = True
             args["dtype"] = cpu_dtype()
-        if lora is not None and not lora.merge:
+        if served:
             args["enable_lora"] = True
-            args["max_lora_rank"] = max(16, adapter_rank(adapter))  # vLLM refuses a larger r
+            args["max_loras"] = len(served)  # a batch holds both the gate's and the answers' requests
+            args["max_lora_rank"] = max(16, *(adapter_rank(a) for a in served))  # vLLM refuses a larger r
         args.update(self.options.engine_args)
         return args
 
@@ -240,11 +269,23 @@ class VLLMEngine:
         llm: Any = self._llm  # set by _start_engine
         tokenizer = llm.get_tokenizer()
         self._tokenizer = await tokenizer if inspect.isawaitable(tokenizer) else tokenizer
-        if self.options.lora is not None and not self.options.lora.merge:
-            from vllm.lora.request import LoRARequest
+        from vllm.lora.request import LoRARequest
 
-            lora = self.options.lora
+        lora, gate = self.options.lora, self.options.gate_lora
+        if lora is not None and not lora.merge:
             self._lora = LoRARequest(lora.name, lora.id, str(resolve_path(lora.path)))
+        if gate is not None and self.options.gate_apart:
+            # The same engine settings, with the gate as its only adapter.
+            self._gate_engine = VLLMEngine(msgspec.structs.replace(self.options, lora=gate, gate_lora=None), agent=self.agent)
+            try:
+                await self._gate_engine.start()
+            except BaseException:
+                await self.close()  # this engine is up: do not leave it behind
+                raise
+        elif gate is not None:
+            # vLLM keys an adapter's weights by its int id: the gate's must differ from the answers'.
+            gate_id = gate.id if lora is None or gate.id != lora.id else lora.id + 1
+            self._gate = LoRARequest(gate.name, gate_id, str(resolve_path(gate.path)))
         self.start_seconds = time.perf_counter() - started
         log.info("vllm_started", agent=self.agent, seconds=round(self.start_seconds, 1))
 
@@ -275,6 +316,9 @@ class VLLMEngine:
             raise EngineError(f"agent {self.agent!r}: vLLM failed to start on {kwargs['model']!r}: {exc}") from exc
 
     async def close(self) -> None:
+        gate, self._gate_engine = self._gate_engine, None
+        if gate is not None:
+            await gate.close()
         llm, self._llm = self._llm, None
         if llm is not None:
             # Stop vLLM's output handler (a task on this loop) first: shutting the engine down
@@ -331,13 +375,20 @@ class VLLMEngine:
         tokens_in = len(ids)
         reply = ""
         tokens_out = 0
-        if request.reject_at is not None and request.allow_reject:
-            # Decided at the first step by the reject's probability; an answer then goes on from
-            # its likeliest opening that is not the reject's (vLLM reuses the cached prompt).
-            step = await self._first_step(ids, request)
-            if step.reject_mass >= request.reject_at:
+        reject_probability: float | None = None
+        if request.allow_reject and (request.reject_at is not None or self.options.gate_lora is not None):
+            # Decided at the first step: the reject's probability against `reject_at`, or (a gate
+            # without a threshold) whether the reject is the gate's likeliest opening. An answer
+            # then goes on from its likeliest opening that is not the reject's, read from the
+            # answering adapter (vLLM reuses the cached prompt).
+            step = await self._decide(ids, request)
+            reject_probability = step.reject_mass
+            threshold = request.reject_at
+            if step.reject_likeliest if threshold is None else step.reject_mass >= threshold:
                 return EngineResult(text=REJECT_PHRASE, tokens_in=tokens_in, tokens_out=1, decision="reject",
-                                    stopped_early=True)
+                                    stopped_early=True, reject_probability=reject_probability)
+            if self.options.gate_lora is not None:
+                step = await self._first_step(ids, request, self._lora)
             if step.answer_token is not None:  # else (no answer among the log-probs) the reply decides
                 ids = [*ids, step.answer_token]
                 reply, tokens_out = step.answer_text, 1
@@ -378,6 +429,7 @@ class VLLMEngine:
             confidence=confidence_from_logprobs(pieces, reply) if request.want_confidence else None,
             decision="reject" if watch.rejected else None,
             stopped_early=stopped,
+            reject_probability=reject_probability,
         )
 
     async def reject_probability(self, request: EngineRequest) -> float:
@@ -385,23 +437,33 @@ class VLLMEngine:
         that can begin it, from the top `FIRST_TOKEN_LOGPROBS` of one step. Greedy decoding
         rejects only when such a token is the single likeliest, so an agent whose answers open
         in many ways may reject with well under half of this mass (README, "What training
-        bought"); the self-awareness report reads both."""
+        bought"); the self-awareness report reads both. With a gate, the gate's probability."""
         if self._llm is None:
             raise EngineError("engine not started")
-        return (await self._first_step(await self._prompt_ids(request), request)).reject_mass
+        return (await self._decide(await self._prompt_ids(request), request)).reject_mass
 
-    async def _first_step(self, ids: list[int], request: EngineRequest) -> FirstStep:
+    async def _decide(self, ids: list[int], request: EngineRequest) -> FirstStep:
+        """The first step that decides: the gate's (in its own engine, or as this one's second
+        LoRA), else the answering model's own. The gate shares the base, so the prompt ids hold."""
+        if self._gate_engine is not None:
+            return await self._gate_engine._first_step(ids, request, self._gate_engine._lora)
+        return await self._first_step(ids, request, self._gate if self._gate is not None else self._lora)
+
+    async def _first_step(self, ids: list[int], request: EngineRequest, lora: Any) -> FirstStep:
+        """One step's log-probs under `lora` (a LoRARequest; None: the model as loaded)."""
         from vllm.sampling_params import RequestOutputKind
 
         params = self._sampling(request, max_tokens=1, temperature=0.0, logprobs=FIRST_TOKEN_LOGPROBS,
                                 output_kind=RequestOutputKind.FINAL_ONLY)
-        final = await self._final(ids, params, f"first:{request.query_id or 'q'}", request.query_id)
+        final = await self._final(ids, params, f"first:{request.query_id or 'q'}", request.query_id, lora)
         if not final.outputs[0].logprobs:
             raise EngineError(f"vLLM returned no log-probs for {request.query_id!r}")
         step = FirstStep(0.0)
-        best = -math.inf
+        best = top = -math.inf
         for token_id, entry in final.outputs[0].logprobs[0].items():
             text = entry.decoded_token or ""
+            if entry.logprob > top:
+                top, step.reject_likeliest = entry.logprob, opens_reject(text)
             if opens_reject(text):
                 step.reject_mass += math.exp(entry.logprob)
             elif text.strip() and entry.logprob > best:
@@ -423,16 +485,16 @@ class VLLMEngine:
         params = self._sampling(
             request, n=n, temperature=temperature, top_p=top_p, logprobs=None, output_kind=RequestOutputKind.FINAL_ONLY
         )
-        final = await self._final(ids, params, f"sample:{request.query_id or 'q'}", request.query_id)
+        final = await self._final(ids, params, f"sample:{request.query_id or 'q'}", request.query_id, self._lora)
         return [Sample(cut_after_answer(c.text), len(c.token_ids), len(ids)) for c in final.outputs]
 
-    async def _final(self, ids: list[int], params: Any, kind: str, query_id: str) -> Any:
-        """Run one request to its end (`RequestOutputKind.FINAL_ONLY`) and return its output."""
+    async def _final(self, ids: list[int], params: Any, kind: str, query_id: str, lora: Any) -> Any:
+        """Run one request to its end (`RequestOutputKind.FINAL_ONLY`) under `lora` and return its output."""
         assert self._llm is not None
         request_id = f"{self.agent}:{kind}:{next(self._seq)}"  # unique: a query may be asked twice
         final = None
         try:
-            async for output in self._llm.generate(_token_prompt(ids), params, request_id, lora_request=self._lora):
+            async for output in self._llm.generate(_token_prompt(ids), params, request_id, lora_request=lora):
                 final = output
         except asyncio.CancelledError:
             raise
@@ -449,6 +511,7 @@ class FirstStep:
     the likeliest opening of an answer (None when none is among the log-probs read)."""
 
     reject_mass: float
+    reject_likeliest: bool = False  # the likeliest token opens the reject (what greedy decoding does)
     answer_token: int | None = None
     answer_text: str = ""
     answer_probability: float = 0.0

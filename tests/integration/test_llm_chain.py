@@ -66,8 +66,11 @@ async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready,
     args = local_args(LOCAL, namespace, kafka_bootstrap)
     small_cfg, large_cfg = args["agents"]
     assert small_cfg["awareness"] == "generative" and small_cfg["engine"]["lora"]["merge"] is True
+    # Two adapters: round 2's decides (the gate), round 3d's answers; merged, each in its own engine.
+    assert small_cfg["engine"]["gate_lora"]["path"] == "pkg:disrouter.examples/adapters/smollm2-selfaware"
+    assert small_cfg["engine"]["lora"]["path"] == "pkg:disrouter.examples/adapters/smollm2-answers"
     # Calibrated per scenario (training/recipes/smollm2-round2.yaml, `disrouter train calibrate`).
-    assert small_cfg["reject_at"] == {"performance_first": 0.55, "balance": 0.55, "cost_first": 0.8}
+    assert small_cfg["reject_at"] == {"performance_first": 0.6, "balance": 0.55, "cost_first": 0.8}
     assert large_cfg["engine"]["lora"]["path"].startswith("pkg:disrouter.examples/adapters/")
     started = time.perf_counter()
     deploy_topology(args)
@@ -94,12 +97,15 @@ async def test_trained_default_says_it_does_not_know_and_passes_on(models_ready,
 
 
 async def test_without_reject_at_the_greedy_reply_decides(models_ready, deploy_topology, client_factory, kafka_bootstrap, namespace):
-    """The default without `reject_at`: SmolLM2's greedy reply decides, the reject is the
-    whole phrase generated (and cut there), the route is the same."""
+    """The default without `reject_at` and without its gate: SmolLM2 serving the self-aware
+    adapter alone, its greedy reply decides, the reject is the whole phrase generated (and cut
+    there), the route is the same."""
     from disrouter.training.grading import is_correct
 
     args = local_args(LOCAL, namespace, kafka_bootstrap)
     del args["agents"][0]["reject_at"]
+    engine = args["agents"][0]["engine"]
+    engine["lora"] = {**engine.pop("gate_lora"), "merge": True}
     deploy_topology(args)
     async with client_factory(namespace) as client:
         await client.send(Query(id="hard", prompt=HARD[0], alpha=0.2))

@@ -127,6 +127,15 @@ def test_relative_engine_path_names_the_field(tmp_path):
         k8s.render(topology)
 
 
+def test_relative_adapter_path_names_the_field(tmp_path):
+    topology = tmp_path / "t.yaml"
+    shutil.copy(ROOT / "examples" / "chain.yaml", topology)
+    engine = {"type": "vllm", "model": "smollm2-135m-instruct", "gate_lora": {"name": "gate", "path": "./gate"}}
+    _edit_topology(topology, lambda app: app["args"]["agents"][1].__setitem__("engine", engine))
+    with pytest.raises(TopologyError, match=r"agents\[1\] \(medium\)\.engine\.gate_lora\.path: './gate' is relative"):
+        k8s.render(topology)
+
+
 def test_a_misspelt_serve_key_stops_the_render(tmp_path):
     overlay = _copy_overlay(tmp_path)
     _edit_topology(overlay / "topology.yaml", lambda app: app.__setitem__("deployments", [{"name": "qwen", "num_replica": 2}]))

@@ -272,9 +272,11 @@ def test_a_model_on_a_volume_must_be_mounted_where_its_agent_runs(built):
     (service,) = of_kind(docs, "RayService")
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
     config["applications"][0]["args"]["agents"][-1]["engine"]["model"] = "/models/qwen2.5-14b-instruct"
+    config["applications"][0]["args"]["agents"][-1]["engine"]["gate_lora"] = {"name": "gate", "path": "/models/adapters/gate"}
     service["spec"]["serveConfigV2"] = yaml.safe_dump(config)
     assert check_rules(docs) == [
-        "RayService/disrouter: serveConfigV2 (disrouter): agent 'qwen-14b': engine.model /models/qwen2.5-14b-instruct is on no volume mounted in the worker groups it fits (h100x2)"
+        "RayService/disrouter: serveConfigV2 (disrouter): agent 'qwen-14b': engine.model /models/qwen2.5-14b-instruct is on no volume mounted in the worker groups it fits (h100x2)",
+        "RayService/disrouter: serveConfigV2 (disrouter): agent 'qwen-14b': engine.gate_lora.path /models/adapters/gate is on no volume mounted in the worker groups it fits (h100x2)"
     ]
     # The README's patch: a read-only PVC at /models in the two-GPU group.
     (group,) = [g for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "h100x2"]

@@ -23,12 +23,33 @@ def test_vllm_options_split_engine_args():
 
 
 @pytest.mark.parametrize(
+    "lora,gate,apart",
+    [
+        (None, {"merge": False}, False),
+        ({"merge": False}, {"merge": False}, False),  # one engine, two LoRAs
+        ({"merge": True}, {"merge": False}, True),  # the answers' weights are merged: the gate cannot share them
+        ({"merge": False}, {"merge": True}, True),
+        (None, {"merge": True}, True),
+        ({"merge": True}, None, False),
+    ],
+)
+def test_a_gate_gets_an_engine_of_its_own_only_when_an_adapter_is_merged(lora, gate, apart):
+    options = {"type": "vllm", "model": "m"}
+    if lora is not None:
+        options["lora"] = {"name": "answers", "path": "a", **lora}
+    if gate is not None:
+        options["gate_lora"] = {"name": "gate", "path": "g", **gate}
+    assert build_engine(options, agent="a").options.gate_apart is apart
+
+
+@pytest.mark.parametrize(
     "options,needle",
     [
         ({"type": "vllm"}, "model"),
         ({"type": "vllm", "model": "m", "max_tokens": "many"}, "max_tokens"),
         ({"type": "vllm", "model": "m", "max_tokens": 0}, "max_tokens"),
         ({"type": "vllm", "model": "m", "lora": {"name": "x"}}, "path"),
+        ({"type": "vllm", "model": "m", "lora": {"name": "a", "path": "p"}, "gate_lora": {"name": "a", "path": "q"}}, "name of its own"),
         ({"type": "openai", "model": "m"}, "base_url"),
         ({"type": "openai", "base_url": "127.0.0.1:8000", "model": "m"}, "base_url"),
         ({"type": "openai", "base_url": "http://h/v1", "model": "m", "retries": 3}, "retries"),

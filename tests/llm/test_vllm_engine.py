@@ -70,7 +70,7 @@ async def test_reject_probability_is_the_mass_of_the_rejects_opening(vllm_engine
     repeat = request("m1", REPEAT_REJECT)
     reply = await vllm_engine.generate(repeat)
     mass = await vllm_engine.reject_probability(repeat)
-    step = await vllm_engine._first_step(vllm_engine.prompt_ids(repeat), repeat)
+    step = await vllm_engine._first_step(vllm_engine.prompt_ids(repeat), repeat, None)
     assert is_reject(reply.text) and 0.0 < mass <= 1.0 and step.reject_mass == pytest.approx(mass)
     assert step.answer_token is not None and step.answer_text.strip() and mass >= step.answer_probability > 0.0
     terminal = await vllm_engine.reject_probability(request("m2", "What is the capital of France?", allow_reject=False))
@@ -85,11 +85,14 @@ async def test_reject_at_decides_by_the_rejects_probability(vllm_engine):
     assert rejected.decision == "reject" and is_reject(rejected.text) and rejected.tokens_out == 1
     answered = await vllm_engine.generate(request("a2", REPEAT_REJECT, reject_at=1.0, max_tokens=12))
     assert answered.decision is None and not is_reject(answered.text) and answered.text.strip(), answered
+    # Either way the reply says what probability decided it.
+    assert rejected.reject_probability == pytest.approx(mass, abs=1e-3) == answered.reject_probability
     assert 2 <= answered.tokens_out <= 12 and answered.tokens_in == rejected.tokens_in
     # Where the reject is not offered nothing is read at the first step: the reply as without it.
     plain = await vllm_engine.generate(request("a3", "What is the capital of France?", allow_reject=False, max_tokens=12))
     same = await vllm_engine.generate(request("a4", "What is the capital of France?", allow_reject=False, max_tokens=12, reject_at=0.5))
     assert same.text == plain.text and same.tokens_out == plain.tokens_out
+    assert same.reject_probability is None and plain.reject_probability is None
 
 
 async def test_no_stop_when_reject_not_offered(vllm_engine):

@@ -175,6 +175,21 @@ def test_relative_engine_paths_resolve_against_the_file(tmp_path):
     assert parse_topology(args) == t
 
 
+def test_relative_adapter_paths_resolve_against_the_file(tmp_path):
+    """Both adapters of a gated agent (`lora` answers, `gate_lora` decides) are paths too."""
+    sub = tmp_path / "topos"
+    sub.mkdir()
+    text = GOOD.replace(
+        "engine: {type: replay, trace: ./trace.jsonl}",
+        "engine: {type: vllm, model: smollm2-135m-instruct, lora: {name: a, path: ./answers}, gate_lora: {name: g, path: ../gate}}",
+    )
+    _, t = load_topology(write(sub, serve_config(text)))
+    engine = t.agent("small").engine
+    assert engine["lora"] == {"name": "a", "path": str((sub / "answers").resolve())}
+    assert engine["gate_lora"] == {"name": "g", "path": str((tmp_path / "gate").resolve())}
+    assert engine["model"] == "smollm2-135m-instruct"  # a model-store id, not a path
+
+
 def test_app_name_selects_among_applications(tmp_path):
     text = serve_config(GOOD) + (
         "  - name: other\n"

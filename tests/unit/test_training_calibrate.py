@@ -80,11 +80,13 @@ def test_validation_questions_follow_the_training_mix_and_are_never_trained_on()
 
 
 class FakeEngine:
-    """Right on the questions in `knows`; its reject probability is 0.7 on the others."""
+    """Right on the questions in `knows`; its reject probability is 0.7 on the others. Like the
+    vLLM engine, a reply decided by `reject_at` carries the probability read (`reports`)."""
 
-    def __init__(self, name: str, knows: set[str], log: list[str]) -> None:
-        self.name, self.knows, self.log = name, knows, log
+    def __init__(self, name: str, knows: set[str], log: list[str], reports: bool = True) -> None:
+        self.name, self.knows, self.log, self.reports = name, knows, log, reports
         self.requests: list = []
+        self.probability_calls = 0
 
     async def start(self) -> None:
         self.log.append(f"start {self.name}")
@@ -92,22 +94,28 @@ class FakeEngine:
     async def close(self) -> None:
         self.log.append(f"close {self.name}")
 
-    async def reject_probability(self, request) -> float:
+    def _mass(self, request) -> float:
         return 0.1 if request.query_id in self.knows else 0.7
+
+    async def reject_probability(self, request) -> float:
+        self.probability_calls += 1
+        return self._mass(request)
 
     async def generate(self, request) -> EngineResult:
         self.requests.append(request)
         return EngineResult(text=f"The answer is: {self.answers[request.query_id]}" if request.query_id in self.knows else "The answer is: -1",
-                            tokens_in=1, tokens_out=1)
+                            tokens_in=1, tokens_out=1,
+                            reject_probability=self._mass(request) if self.reports and request.reject_at is not None else None)
 
 
-async def test_the_agent_then_its_successor_are_measured_one_engine_at_a_time():
+@pytest.mark.parametrize("reports", [True, False], ids=["probability-in-reply", "probability-asked"])
+async def test_the_agent_then_its_successor_are_measured_one_engine_at_a_time(reports):
     from disrouter.training.data import load
 
     items = [i for i in load("arith", limit=40).items if i.split == "train"][:4]
     configs = agent_configs(parse_topology(chain_topology()))
     log: list[str] = []
-    engines = {"small": FakeEngine("small", {items[0].id}, log), "big": FakeEngine("big", {i.id for i in items}, log)}
+    engines = {"small": FakeEngine("small", {items[0].id}, log, reports), "big": FakeEngine("big", {i.id for i in items}, log)}
     for engine in engines.values():
         engine.answers = {i.id: i.gold for i in items}
     rows = await measure(items, configs["small"], configs["big"], build=lambda spec, agent: engines[agent])
@@ -119,6 +127,8 @@ async def test_the_agent_then_its_successor_are_measured_one_engine_at_a_time():
     # The agent is asked once per scenario, the reject offered but never taken by its probability.
     assert len(small) == 3 * len(items) and all(r.allow_reject and r.reject_at == math.inf and r.max_tokens == 40 for r in small)
     assert sorted({r.alpha for r in small}) == [0.2, 0.5, 0.8]
+    # The probability comes with the reply that read it; only an engine that does not say is asked again.
+    assert engines["small"].probability_calls == (0 if reports else len(small))
     assert all(not r.allow_reject for r in engines["big"].requests) and len(engines["big"].requests) == len(items)
 
 
