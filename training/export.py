@@ -69,7 +69,7 @@ def export(
             raise FileNotFoundError(f"{src} is missing: train the adapter first")
         shutil.copy2(src, dest / name)
     card = {
-        "name": f"{cfg.agent}-selfaware",
+        "name": card_name(cfg),
         "agent": cfg.agent,
         "base_model": _base_model(cfg),
         "adapter": {"type": "lora", "r": cfg.sft.lora.r, "alpha": cfg.sft.lora.alpha,
@@ -92,6 +92,12 @@ def export(
     (dest / CARD_JSON).write_bytes(msgspec.json.format(msgspec.json.encode(card), indent=2) + b"\n")
     (dest / CARD_MD).write_text(render_card(card))
     return dest
+
+
+def card_name(cfg: TrainConfig) -> str:
+    """The adapter's name: the folder it ships in (an agent may serve two adapters, e.g.
+    `smollm2-selfaware` decides and `smollm2-answers` answers), else `<agent>-selfaware`."""
+    return Path(cfg.export_to).name if cfg.export_to else f"{cfg.agent}-selfaware"
 
 
 def _shipped_stage(card: dict[str, Any]) -> list[str]:

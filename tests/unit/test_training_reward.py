@@ -1,7 +1,8 @@
+import msgspec
 import pytest
 
 from disrouter.actors.decision import REJECT_PHRASE
-from disrouter.training.config import ConfigError, load_config
+from disrouter.training.config import ConfigError, TrainConfig, load_config
 from disrouter.training.rl import make_reward_fn, reward
 
 
@@ -120,3 +121,19 @@ def test_card_says_when_the_sft_weights_ship(ship, says):
     text = render_card(card)
     assert ("SFT stage's weights" in text) is says
     assert "| rl | 20 s |" in text and "**30 s**" in text
+
+
+@pytest.mark.parametrize("export_to,name", [(None, "a-selfaware"), ("examples/adapters/a-answers", "a-answers"),
+                                            ("examples/adapters/a-answers/", "a-answers")])
+def test_card_is_named_after_the_folder_it_ships_in(tmp_path, export_to, name):
+    from disrouter.training.export import export
+
+    adapter = tmp_path / "sft" / "adapter"
+    adapter.mkdir(parents=True)
+    for file in ("adapter_config.json", "adapter_model.safetensors"):
+        (adapter / file).write_text("{}")
+    cfg = TrainConfig(agent="a", model="m", out=str(tmp_path / "out"),
+                      export_to=str(tmp_path / export_to) if export_to else None)
+    dest = export(cfg, adapter, costs=[], data={}, metrics=None, command="c", config_file="a.yaml")
+    card = msgspec.json.decode((dest / "card.json").read_bytes())
+    assert card["name"] == name and f"# {name}" in (dest / "README.md").read_text()
