@@ -126,11 +126,11 @@ def test_card_says_when_the_sft_weights_ship(ship, says):
 @pytest.mark.parametrize("export_to,name", [(None, "a-selfaware"), ("examples/adapters/a-answers", "a-answers"),
                                             ("examples/adapters/a-answers/", "a-answers")])
 def test_card_is_named_after_the_folder_it_ships_in(tmp_path, export_to, name):
-    from disrouter.training.export import export
+    from disrouter.training.export import ADAPTER_FILES, export
 
     adapter = tmp_path / "sft" / "adapter"
     adapter.mkdir(parents=True)
-    for file in ("adapter_config.json", "adapter_model.safetensors"):
+    for file in ADAPTER_FILES:
         (adapter / file).write_text("{}")
     cfg = TrainConfig(agent="a", model="m", out=str(tmp_path / "out"),
                       export_to=str(tmp_path / export_to) if export_to else None)
