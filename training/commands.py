@@ -3,6 +3,7 @@
     disrouter train all training/recipes/smollm2.yaml        # every stage, resumable
     disrouter train sample training/recipes/smollm2.yaml     # one stage
     disrouter train report CONFIG --adapter DIR              # report on any adapter
+    disrouter train report CONFIG --adapter DIR --update-card  # … into that exported adapter's card
     disrouter train calibrate CONFIG                         # per-scenario reject thresholds
 
 Heavy imports (vLLM, TRL, torch) happen inside the stages, so `disrouter --help` stays fast.
@@ -35,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="redo the stage(s) even if their output exists")
     p.add_argument("--out", help="override the config's output folder")
     p.add_argument("--adapter", help="report: evaluate this adapter folder instead of the run's own")
+    p.add_argument("--update-card", action="store_true",
+                   help="report --adapter: write the report into that exported adapter's card")
     p.set_defaults(func=run)
 
 
@@ -62,8 +65,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"disrouter train calibrate: {exc}", file=sys.stderr)
             return 2
         return 0
+    if args.update_card and not (args.stage == "report" and args.adapter):
+        print("disrouter train: --update-card goes with `report --adapter DIR` (an exported adapter)", file=sys.stderr)
+        return 2
     if args.stage == "report" and args.adapter:
-        run_.report(force=True, adapter=Path(args.adapter))
+        report = run_.report(force=True, adapter=Path(args.adapter))
+        if args.update_card:
+            from disrouter.training.export import update_metrics
+
+            try:
+                measured_by = shlex.join(["disrouter", "train", "report", args.config, *(["--out", args.out] if args.out else []),
+                                          "--adapter", args.adapter, "--update-card"])
+                path = update_metrics(Path(args.adapter), report, measured_by)
+            except FileNotFoundError as exc:
+                print(f"disrouter train: {exc}", file=sys.stderr)
+                return 1
+            print(f"updated {path}")
         return 0
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     try:

@@ -94,6 +94,21 @@ def export(
     return dest
 
 
+def update_metrics(folder: Path, metrics: dict[str, Any], command: str) -> Path:
+    """Put a new self-awareness report into an exported adapter's card, leaving the rest (its
+    data, config and training cost) as exported: a report re-measured on the shipped weights,
+    without the training run's folder. The card records the command that measured it."""
+    path = folder / CARD_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: only an exported adapter has a card to update")
+    card = msgspec.json.decode(path.read_bytes())
+    card["metrics"] = metrics
+    card["metrics_command"] = command
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(card), indent=2) + b"\n")
+    (folder / CARD_MD).write_text(render_card(card))
+    return path
+
+
 def card_name(cfg: TrainConfig) -> str:
     """The adapter's name: the folder it ships in (an agent may serve two adapters, e.g.
     `smollm2-selfaware` decides and `smollm2-answers` answers), else `<agent>-selfaware`."""
@@ -150,7 +165,8 @@ def render_card(card: dict[str, Any]) -> str:
         "```",
     ]
     if card.get("metrics"):
-        lines += ["", "## Self-awareness on held-out questions", "", card["metrics"].get("table", ""), ""]
+        measured = [f"Measured by `{card['metrics_command']}`.", ""] if card.get("metrics_command") else []
+        lines += ["", "## Self-awareness on held-out questions", "", *measured, card["metrics"].get("table", ""), ""]
     lines += [
         "",
         "## Base model",

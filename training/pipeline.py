@@ -167,9 +167,9 @@ class Run:
         if not test:
             raise ValueError("no held-out question in the competence cache: set data.eval_questions")
         adapter = adapter or self.final_adapter()
-        base, trained = asyncio.run(self._report_replies(test, adapter))
+        (base, base_p), (trained, trained_p) = asyncio.run(self._report_replies(test, adapter))
         probe = rpt.minilm_probe(train, test, self.cfg.seed) if train else None
-        report = rpt.build_report(self.cfg, test, base, trained, probe)
+        report = rpt.build_report(self.cfg, test, base, trained, probe, base_p=base_p, trained_p=trained_p)
         report["adapter"] = str(adapter)
         written = rpt.write(report, self.report_dir)
         print(report["table"])
@@ -180,15 +180,21 @@ class Run:
         from disrouter.actors.engine import build_engine
         from disrouter.training import report as rpt
 
+        # Each model's own competence on these questions: the cache's is the base model's unless
+        # the run sampled with an earlier adapter (`sample.adapter`); the trained one's is new.
+        base_cache = rpt.competence_cache(self.report_dir, None) if self.cfg.sample.adapter else None
         replies = []
-        for label, spec, confidence, alphas in (
-            ("base", engine_spec(self.cfg), True, ()),
-            ("trained", engine_spec(self.cfg, adapter), False, rpt.REPORT_ALPHAS),
+        for label, spec, confidence, alphas, cache in (
+            ("base", engine_spec(self.cfg), True, (), base_cache),
+            ("trained", engine_spec(self.cfg, adapter), False, rpt.REPORT_ALPHAS,
+             rpt.competence_cache(self.report_dir, adapter)),
         ):
             engine = build_engine(spec, agent=self.cfg.agent)
             await engine.start()
             try:
-                replies.append(await rpt.collect(engine, test, self.cfg, alphas, confidence=confidence, label=label))
+                got = await rpt.collect(engine, test, self.cfg, alphas, confidence=confidence, label=label)
+                p = await rpt.own_competence(engine, test, self.cfg, cache, label) if cache else None
+                replies.append((got, p))
             finally:
                 await engine.close()
         return replies

@@ -7,13 +7,21 @@ topology would serve them (greedy, the same prompts, the adapter through vLLM's 
   must not change what the agent knows (the paper: < 1 point), only whether it says so;
 - per α (the three scenarios and the points between them):
     answer rate, accuracy when answering,
-    F1 of "answer" against the agent's own correctness (its forced answer is right) — the
-    definition `disrouter eval` uses for self-awareness — and against its sampled competence
-    (p > (1 − α)^γ, the decision the RL reward makes optimal);
+    F1 of "answer" against the agent's own correctness (its forced greedy answer is right) —
+    the definition `disrouter eval` uses for self-awareness — and against its own competence
+    (p > (1 − α)^γ, the decision the RL reward makes optimal, with p the fraction right of N
+    samples of that same model on that question);
 - the same for two references on the same questions: the untrained model's confidence rule
   (its answer's probability > (1 − α)^γ, the default before training) and a MiniLM probe (a
   logistic regression from the prompt's embedding to the agent's correctness, fitted on the
-  training mix: a learned router's view of this one agent).
+  training mix: a learned router's view of this one agent), both against the untrained model's
+  correctness and competence.
+
+"Own" is literal: the trained rows are scored against the trained model's competence, sampled
+on the held-out questions through the served adapter (`report/competence-<adapter sha>.jsonl`),
+not against the model the training labels were sampled from — training changes what the agent
+can do (SFT on its own correct workings lifts its accuracy), and a decision is right or wrong
+about the agent that makes it.
 
 Writes `<out>/report/report.json`, `report.md` (the table) and `answer_rate.png`.
 """
@@ -21,6 +29,7 @@ Writes `<out>/report/report.json`, `report.md` (the table) and `answer_rate.png`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +45,7 @@ from disrouter.evaluation.metrics import decision_f1
 from disrouter.training.config import TrainConfig
 from disrouter.training.grading import is_correct
 from disrouter.training.mix import max_tokens_for
-from disrouter.training.sampling import Competence
+from disrouter.training.sampling import Competence, as_item, sample_competence
 
 log = structlog.get_logger("disrouter.training")
 
@@ -105,14 +114,35 @@ async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas
     return replies
 
 
+def competence_cache(folder: Path, adapter: Path | None) -> Path:
+    """Where one model's held-out competence is cached: named by the adapter's weights, so a
+    report on another adapter samples afresh instead of reading an older model's."""
+    if adapter is None:
+        return folder / "competence-base.jsonl"
+    digest = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()[:12]
+    return folder / f"competence-{digest}.jsonl"
+
+
+async def own_competence(engine: Any, test: list[Competence], cfg: TrainConfig, path: Path, label: str) -> np.ndarray:
+    """Each held-out question's competence for the model `engine` serves: N replies drawn as the
+    sample stage draws them (same n, temperature, prompt), graded; cached and resumable."""
+    records = await sample_competence(cfg, [as_item(r) for r in test], engine=engine, path=path, label=label)
+    return np.asarray([records[r.id].p for r in test])
+
+
 def f1(decision: np.ndarray, truth: np.ndarray) -> float | None:
     value = decision_f1(decision, truth)
     return None if value is None else round(value, 4)
 
 
+def competent(p: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
+    """Where answering is the better bet by the agent's own competence: p > (1 − α)^γ."""
+    return p > reject_threshold(alpha, gamma)
+
+
 def scenario_row(answered: np.ndarray, correct: np.ndarray, forced_correct: np.ndarray, p: np.ndarray,
                  alpha: float, gamma: float) -> dict[str, Any]:
-    optimal = p > reject_threshold(alpha, gamma)
+    optimal = competent(p, alpha, gamma)
     return {
         "alpha": alpha,
         "answer_rate": round(float(answered.mean()), 4),
@@ -136,16 +166,17 @@ def auc(score: np.ndarray | None, right: np.ndarray) -> float | None:
     return round(float(roc_auc_score(right[known], score[known])), 4)
 
 
-def mass_row(mass: np.ndarray, forced_correct: np.ndarray) -> dict[str, Any]:
+def mass_row(mass: np.ndarray, forced_correct: np.ndarray, optimal: np.ndarray | None = None) -> dict[str, Any]:
     """What the reject's first-token probability knows: how well it ranks the agent's own
-    correctness (AUC), and the decision "answer iff it is below ½"."""
+    correctness (AUC), and the decision "answer iff it is below ½" (`reject_at: 0.5`), against
+    its correctness and, given where answering is optimal, its competence."""
     answered = mass < 0.5
     return {
         "reject_mass_median": round(float(np.median(mass)), 4),
         "reject_mass_auc": auc(-mass, forced_correct),
         "answer_rate_mass": round(float(answered.mean()), 4),
         "f1_correct_mass": f1(answered, forced_correct),
-    }
+    } | ({"f1_competence_mass": f1(answered, optimal)} if optimal is not None else {})
 
 
 def rule_rows(p_hat: np.ndarray, forced_correct: np.ndarray, p: np.ndarray, alphas, gamma: float) -> list[dict[str, Any]]:
@@ -176,12 +207,17 @@ def minilm_probe(train: list[Competence], test: list[Competence], seed: int) -> 
 
 
 def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, trained: Replies,
-                 probe: np.ndarray | None, alphas=REPORT_ALPHAS) -> dict[str, Any]:
+                 probe: np.ndarray | None, alphas=REPORT_ALPHAS, *, base_p: np.ndarray | None = None,
+                 trained_p: np.ndarray | None = None) -> dict[str, Any]:
+    """`base_p` / `trained_p`: each model's own competence on the held-out questions; where one
+    is not given, the competence the questions were sampled with (`test`) stands in for it."""
     gamma = cfg.rl.gamma
-    p = np.asarray([r.p for r in test])
+    p = np.asarray([r.p for r in test]) if base_p is None else base_p
+    p_trained = p if trained_p is None else trained_p
     trained_rows = [
-        scenario_row(trained.answered[a], trained.correct[a], trained.forced_correct, p, a, gamma)
-        | (mass_row(trained.reject_mass[a], trained.forced_correct) if a in trained.reject_mass else {})
+        scenario_row(trained.answered[a], trained.correct[a], trained.forced_correct, p_trained, a, gamma)
+        | (mass_row(trained.reject_mass[a], trained.forced_correct, competent(p_trained, a, gamma))
+           if a in trained.reject_mass else {})
         for a in alphas
     ]
     levels: dict[str, dict[str, Any]] = {}
@@ -190,6 +226,7 @@ def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, traine
         levels[key] = {
             "n": int(mask.sum()),
             "competence": round(float(p[mask].mean()), 4),
+            "competence_after": round(float(p_trained[mask].mean()), 4),
             "forced_accuracy_before": round(float(base.forced_correct[mask].mean()), 4),
             "forced_accuracy_after": round(float(trained.forced_correct[mask].mean()), 4),
             "answer_rate": {f"{a:g}": round(float(trained.answered[a][mask].mean()), 4) for a in alphas},
@@ -203,6 +240,13 @@ def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, traine
         "forced_accuracy": {
             "before": round(float(base.forced_correct.mean()), 4),
             "after": round(float(trained.forced_correct.mean()), 4),
+        },
+        # Mean sampled competence; "trained_sampled": False where the trained rows had to be
+        # scored against the competence the questions were sampled with instead of their own.
+        "competence": {
+            "before": round(float(p.mean()), 4),
+            "after": round(float(p_trained.mean()), 4),
+            "trained_sampled": trained_p is not None,
         },
         "trained": trained_rows,
         "untrained_confidence_rule": rule_rows(base.confidence, base.forced_correct, p, alphas, gamma)
@@ -225,21 +269,28 @@ def _fmt(value: Any) -> str:
 
 def table(report: dict[str, Any]) -> str:
     fa = report["forced_accuracy"]
+    comp = report.get("competence") or {}
     lines = [
         f"Held-out questions: {report['questions']}. Forced accuracy (terminal prompt, greedy): "
-        f"before {fa['before']:.3f}, after {fa['after']:.3f}. Median tokens of a reject: "
-        f"{_fmt(report['median_reject_tokens'])}.",
+        f"before {fa['before']:.3f}, after {fa['after']:.3f}. Sampled competence: before "
+        f"{_fmt(comp.get('before'))}, after {_fmt(comp.get('after'))}"
+        f"{'' if comp.get('trained_sampled', True) else ' (not sampled after training: the before column stands in)'}. "
+        f"Median tokens of a reject: {_fmt(report['median_reject_tokens'])}.",
         "",
-        "| α | answer rate | acc. when answering | F1 (own correctness) | F1 (competence) | "
-        "F1 untrained confidence rule | F1 MiniLM probe |",
-        "|---|---|---|---|---|---|---|",
+        "F1 of the decision \"answer\", each model against itself: against its own correctness (its forced "
+        "greedy answer is right) and against its own competence (answering is optimal, p > (1 − α)^γ).",
+        "",
+        "| α | answer rate | acc. when answering | F1 correctness: trained | untrained confidence rule | "
+        "MiniLM probe | F1 competence: trained | untrained confidence rule | MiniLM probe |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     conf = report.get("untrained_confidence_rule") or [{}] * len(report["trained"])
     probe = report.get("minilm_probe_rule") or [{}] * len(report["trained"])
     for row, c, m in zip(report["trained"], conf, probe):
         lines.append(
             f"| {row['alpha']:g} | {_fmt(row['answer_rate'])} | {_fmt(row['accuracy_when_answering'])} | "
-            f"{_fmt(row['f1_correct'])} | {_fmt(row['f1_competence'])} | {_fmt(c.get('f1_correct'))} | {_fmt(m.get('f1_correct'))} |"
+            f"{_fmt(row['f1_correct'])} | {_fmt(c.get('f1_correct'))} | {_fmt(m.get('f1_correct'))} | "
+            f"{_fmt(row['f1_competence'])} | {_fmt(c.get('f1_competence'))} | {_fmt(m.get('f1_competence'))} |"
         )
     if all("reject_mass_auc" in row for row in report["trained"]):
         lines += [
@@ -247,13 +298,15 @@ def table(report: dict[str, Any]) -> str:
             "The reject's first-token probability (greedy decoding rejects only when that token is the "
             "single likeliest):",
             "",
-            "| α | median P(reject) | AUC for own correctness | answer rate, P(reject) < ½ | F1, P(reject) < ½ |",
-            "|---|---|---|---|---|",
+            "| α | median P(reject) | AUC for own correctness | answer rate, P(reject) < ½ | F1 correctness, "
+            "P(reject) < ½ | F1 competence, P(reject) < ½ |",
+            "|---|---|---|---|---|---|",
         ]
         refs = report.get("auc") or {}
         for row in report["trained"]:
             lines.append(f"| {row['alpha']:g} | {_fmt(row['reject_mass_median'])} | {_fmt(row['reject_mass_auc'])} | "
-                         f"{_fmt(row['answer_rate_mass'])} | {_fmt(row['f1_correct_mass'])} |")
+                         f"{_fmt(row['answer_rate_mass'])} | {_fmt(row['f1_correct_mass'])} | "
+                         f"{_fmt(row.get('f1_competence_mass'))} |")
         lines += ["", f"AUC of the references for the base model's correctness: untrained confidence "
                       f"{_fmt(refs.get('untrained_confidence'))}, MiniLM probe {_fmt(refs.get('minilm_probe'))}."]
     return "\n".join(lines)
@@ -273,7 +326,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         if rows:
             ax.plot([r["alpha"] for r in rows], [r["answer_rate"] for r in rows], style, label=name)
     ax.plot([r["alpha"] for r in report["trained"]], [r["optimal_answer_rate"] for r in report["trained"]], "k-",
-            alpha=0.4, label="optimal (p > (1-α)^γ)")
+            alpha=0.4, label="optimal for the trained model (p > (1-α)^γ)")
     ax.set_xlabel("cost weight α")
     ax.set_ylabel("answer rate (held out)")
     ax.set_title(f"{report['agent']}: answer rate against α")

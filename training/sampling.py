@@ -133,11 +133,13 @@ def _last_byte(path: Path) -> bytes:
         return fh.read(1)
 
 
-async def sample_competence(cfg: TrainConfig, items: Iterable[Item], engine: Any | None = None) -> dict[str, Competence]:
-    """Sample every question not yet in the cache; returns the whole cache."""
+async def sample_competence(cfg: TrainConfig, items: Iterable[Item], engine: Any | None = None,
+                            path: Path | None = None, label: str | None = None) -> dict[str, Competence]:
+    """Sample every question not yet in the cache (`path`, by default the run's competence
+    cache); returns the whole cache. Without an engine, one is built for `sample.adapter`."""
     from disrouter.actors.engine import build_engine
 
-    path = cfg.out_dir / COMPETENCE_FILE
+    path = path or cfg.out_dir / COMPETENCE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     done = read_competence(path)
     todo = [item for item in items if item.id not in done]
@@ -149,7 +151,7 @@ async def sample_competence(cfg: TrainConfig, items: Iterable[Item], engine: Any
         engine = build_engine(engine_spec(cfg, cfg.sample.adapter), agent=cfg.agent)
         await engine.start()
     started = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"competence {cfg.agent} (n={cfg.sample.n})", unit="q")
+    bar = tqdm(total=len(todo), desc=f"competence {label or cfg.agent} (n={cfg.sample.n})", unit="q")
     try:
         await _sample_all(engine, cfg, todo, path, bar)
     finally:
@@ -158,6 +160,12 @@ async def sample_competence(cfg: TrainConfig, items: Iterable[Item], engine: Any
             await engine.close()
     log.info("competence_sampled", questions=len(todo), seconds=round(time.perf_counter() - started, 1))
     return read_competence(path)
+
+
+def as_item(record: Competence) -> Item:
+    """The question a competence record was sampled on, to sample it again with another model."""
+    return Item(id=record.id, task=record.task, prompt=record.prompt, gold=record.gold, kind=record.kind,  # type: ignore[arg-type]
+                split=record.split, level=record.level)  # type: ignore[arg-type]
 
 
 class CompetenceStats(msgspec.Struct):

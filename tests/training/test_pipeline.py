@@ -18,6 +18,7 @@ import pytest
 
 from disrouter.training.config import DataConfig, DataSet, LoraConfig, RLConfig, SampleConfig, SFTConfig, TrainConfig
 from disrouter.training.pipeline import Run
+from disrouter.training.report import competence_cache
 from disrouter.training.sampling import read_competence
 from tests.training.tiny import build
 
@@ -118,6 +119,12 @@ def test_report_serves_the_adapter_through_vllm(run: Run):
     assert "AUC for own correctness" in report["table"]
     assert 0.0 <= report["forced_accuracy"]["before"] <= 1.0 and 0.0 <= report["forced_accuracy"]["after"] <= 1.0
     assert report["untrained_confidence_rule"] is not None  # the base engine reported confidences
+    # The trained rows are scored against the trained model's own competence, sampled through
+    # the served adapter on the held-out questions and cached under the adapter's weights.
+    assert report["competence"]["trained_sampled"] is True
+    own = read_competence(competence_cache(run.report_dir, run.final_adapter()))
+    assert len(own) == 8 and all(len(r.samples) == 4 for r in own.values())
+    assert report["competence"]["after"] == round(sum(r.p for r in own.values()) / 8, 4)
     for name in ("report.json", "report.md", "answer_rate.png"):
         assert (run.report_dir / name).stat().st_size > 0
 

@@ -79,3 +79,61 @@ def test_mass_row_edges():
     assert mass_row(np.array([0.5, 0.5, 0.5, 0.5]), right)["reject_mass_auc"] == 0.5
     one_class = mass_row(np.array([0.1, 0.9]), np.array([True, True]))
     assert one_class["reject_mass_auc"] is None and one_class["answer_rate_mass"] == 0.5
+
+
+def test_each_model_is_scored_against_its_own_competence():
+    """Training changes what the agent can do: the trained rows are scored against the trained
+    model's sampled competence, the references against the untrained model's."""
+    items = [item(i, str(i)) for i in range(10)]
+    cfg = TrainConfig(agent="a", model="m", out="/tmp/x")
+    replies = asyncio.run(collect(SplitOpenings(), items, cfg, (0.5,), confidence=False, label="t"))
+    replies.confidence = np.full(10, 0.95)  # the untrained rule answers everything
+    even = np.asarray([i % 2 == 0 for i in range(10)])
+    base_p = np.where(np.arange(10) < 2, 1.0, 0.0)  # the untrained model knew only q0 and q1
+    trained_p = np.where(even, 1.0, 1 / 3)  # training taught it the even ones
+    report = build_report(cfg, items, replies, replies, None, alphas=(0.5,), base_p=base_p, trained_p=trained_p)
+    row = report["trained"][0]
+    assert row["optimal_answer_rate"] == 0.5  # the trained model's optimum, not the base's 0.2
+    assert row["f1_competence_mass"] == 1.0  # P(reject) < ½ exactly on the even ones
+    conf = report["untrained_confidence_rule"][0]
+    assert conf["optimal_answer_rate"] == 0.2 and conf["f1_competence"] == round(2 * 2 / (10 + 2), 4)
+    assert report["competence"] == {"before": 0.2, "after": round((5 + 5 / 3) / 10, 4), "trained_sampled": True}
+    assert "| 0.5 | 0.000 | – | 0.000 | " in report["table"] and "F1 competence, P(reject) < ½" in report["table"]
+
+    alone = build_report(cfg, items, replies, replies, None, alphas=(0.5,))  # no sampling after training
+    assert alone["competence"]["trained_sampled"] is False and "not sampled after training" in alone["table"]
+
+
+class Sampler:
+    """Draws `n` replies; the first `right` of them carry the gold answer."""
+
+    def __init__(self, right: int) -> None:
+        self.right, self.calls = right, 0
+
+    async def sample(self, request: EngineRequest, n: int, temperature: float, top_p: float = 1.0):
+        from disrouter.actors.engines.vllm import Sample
+
+        self.calls += 1
+        gold = request.prompt.split()[2].rstrip("?")
+        return [Sample(text=f"The answer is: {gold if k < self.right else -1}", tokens_in=3, tokens_out=4) for k in range(n)]
+
+
+def test_own_competence_is_sampled_once_and_cached_per_adapter(tmp_path):
+    from disrouter.training.config import SampleConfig
+    from disrouter.training.report import competence_cache, own_competence
+
+    items = [item(i, str(i)) for i in range(3)]
+    cfg = TrainConfig(agent="a", model="m", out=str(tmp_path), sample=SampleConfig(n=4))
+    engine = Sampler(right=3)
+    path = tmp_path / "competence-x.jsonl"
+    p = asyncio.run(own_competence(engine, items, cfg, path, "trained"))
+    assert p.tolist() == [0.75, 0.75, 0.75] and engine.calls == 3
+    again = asyncio.run(own_competence(Sampler(right=0), items, cfg, path, "trained"))
+    assert again.tolist() == p.tolist()  # read from the cache, not sampled again
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, weights in ((one, b"a"), (two, b"b")):
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(weights)
+    assert competence_cache(tmp_path, one) != competence_cache(tmp_path, two)
+    assert competence_cache(tmp_path, None).name == "competence-base.jsonl"

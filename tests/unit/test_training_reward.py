@@ -137,3 +137,39 @@ def test_card_is_named_after_the_folder_it_ships_in(tmp_path, export_to, name):
     dest = export(cfg, adapter, costs=[], data={}, metrics=None, command="c", config_file="a.yaml")
     card = msgspec.json.decode((dest / "card.json").read_bytes())
     assert card["name"] == name and f"# {name}" in (dest / "README.md").read_text()
+
+
+def test_a_new_report_goes_into_an_exported_card_and_nothing_else_changes(tmp_path):
+    from disrouter.training.export import ADAPTER_FILES, export, update_metrics
+
+    adapter = tmp_path / "sft" / "adapter"
+    adapter.mkdir(parents=True)
+    for file in ADAPTER_FILES:
+        (adapter / file).write_text("{}")
+    cfg = TrainConfig(agent="a", model="m", out=str(tmp_path / "out"), export_to=str(tmp_path / "a-selfaware"))
+    costs = [{"stage": "sft", "wall_s": 12.0, "tokens_trained": 7}]
+    dest = export(cfg, adapter, costs=costs, data={"sets": ["arith"]}, metrics={"table": "old"}, command="c",
+                  config_file="a.yaml")
+    before = msgspec.json.decode((dest / "card.json").read_bytes())
+    update_metrics(dest, {"table": "| 0.2 | new |"}, "disrouter train report a.yaml --adapter X --update-card")
+    after = msgspec.json.decode((dest / "card.json").read_bytes())
+    assert after["metrics"] == {"table": "| 0.2 | new |"}
+    assert after["metrics_command"].endswith("--update-card")
+    assert {k: v for k, v in after.items() if k not in ("metrics", "metrics_command")} == \
+        {k: v for k, v in before.items() if k != "metrics"}  # cost, data, config, command: as exported
+    text = (dest / "README.md").read_text()
+    assert "| 0.2 | new |" in text and "old" not in text and "Measured by `disrouter train report" in text
+    with pytest.raises(FileNotFoundError, match="card.json"):
+        update_metrics(tmp_path / "sft" / "adapter", {}, "c")
+
+
+def test_update_card_goes_only_with_a_report_on_an_adapter(tmp_path, capsys):
+    import yaml
+
+    from disrouter.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"agent": "a", "model": "m", "out": str(tmp_path / "out")}))
+    for argv in (["train", "report", str(recipe), "--update-card"], ["train", "sft", str(recipe), "--update-card"]):
+        assert main(argv) == 2
+        assert "--update-card goes with `report --adapter DIR`" in capsys.readouterr().err
