@@ -69,18 +69,19 @@ def run(args: argparse.Namespace) -> int:
         print("disrouter train: --update-card goes with `report --adapter DIR` (an exported adapter)", file=sys.stderr)
         return 2
     if args.stage == "report" and args.adapter:
-        report = run_.report(force=True, adapter=Path(args.adapter))
-        if args.update_card:
-            from disrouter.training.export import update_metrics
+        from disrouter.training.export import card_path, update_metrics
 
+        if args.update_card:
             try:
-                measured_by = shlex.join(["disrouter", "train", "report", args.config, *(["--out", args.out] if args.out else []),
-                                          "--adapter", args.adapter, "--update-card"])
-                path = update_metrics(Path(args.adapter), report, measured_by)
+                card_path(Path(args.adapter))  # before the report's minutes of generation, not after
             except FileNotFoundError as exc:
                 print(f"disrouter train: {exc}", file=sys.stderr)
-                return 1
-            print(f"updated {path}")
+                return 2
+        report = run_.report(force=True, adapter=Path(args.adapter))
+        if args.update_card:
+            measured_by = shlex.join(["disrouter", "train", "report", args.config, *(["--out", args.out] if args.out else []),
+                                      "--adapter", args.adapter, "--update-card"])
+            print(f"updated {update_metrics(Path(args.adapter), report, measured_by)}")
         return 0
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     try:

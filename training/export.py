@@ -94,13 +94,19 @@ def export(
     return dest
 
 
+def card_path(folder: Path) -> Path:
+    """An exported adapter's card; FileNotFoundError where the folder has none."""
+    path = folder / CARD_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: only an exported adapter has a card to update")
+    return path
+
+
 def update_metrics(folder: Path, metrics: dict[str, Any], command: str) -> Path:
     """Put a new self-awareness report into an exported adapter's card, leaving the rest (its
     data, config and training cost) as exported: a report re-measured on the shipped weights,
     without the training run's folder. The card records the command that measured it."""
-    path = folder / CARD_JSON
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: only an exported adapter has a card to update")
+    path = card_path(folder)
     card = msgspec.json.decode(path.read_bytes())
     card["metrics"] = metrics
     card["metrics_command"] = command

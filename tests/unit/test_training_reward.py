@@ -123,15 +123,23 @@ def test_card_says_when_the_sft_weights_ship(ship, says):
     assert "| rl | 20 s |" in text and "**30 s**" in text
 
 
-@pytest.mark.parametrize("export_to,name", [(None, "a-selfaware"), ("examples/adapters/a-answers", "a-answers"),
-                                            ("examples/adapters/a-answers/", "a-answers")])
-def test_card_is_named_after_the_folder_it_ships_in(tmp_path, export_to, name):
-    from disrouter.training.export import ADAPTER_FILES, export
+def fake_adapter(tmp_path):
+    """A trained adapter's folder as export expects it (the files export copies)."""
+    from disrouter.training.export import ADAPTER_FILES
 
     adapter = tmp_path / "sft" / "adapter"
     adapter.mkdir(parents=True)
     for file in ADAPTER_FILES:
         (adapter / file).write_text("{}")
+    return adapter
+
+
+@pytest.mark.parametrize("export_to,name", [(None, "a-selfaware"), ("examples/adapters/a-answers", "a-answers"),
+                                            ("examples/adapters/a-answers/", "a-answers")])
+def test_card_is_named_after_the_folder_it_ships_in(tmp_path, export_to, name):
+    from disrouter.training.export import export
+
+    adapter = fake_adapter(tmp_path)
     cfg = TrainConfig(agent="a", model="m", out=str(tmp_path / "out"),
                       export_to=str(tmp_path / export_to) if export_to else None)
     dest = export(cfg, adapter, costs=[], data={}, metrics=None, command="c", config_file="a.yaml")
@@ -140,12 +148,9 @@ def test_card_is_named_after_the_folder_it_ships_in(tmp_path, export_to, name):
 
 
 def test_a_new_report_goes_into_an_exported_card_and_nothing_else_changes(tmp_path):
-    from disrouter.training.export import ADAPTER_FILES, export, update_metrics
+    from disrouter.training.export import export, update_metrics
 
-    adapter = tmp_path / "sft" / "adapter"
-    adapter.mkdir(parents=True)
-    for file in ADAPTER_FILES:
-        (adapter / file).write_text("{}")
+    adapter = fake_adapter(tmp_path)
     cfg = TrainConfig(agent="a", model="m", out=str(tmp_path / "out"), export_to=str(tmp_path / "a-selfaware"))
     costs = [{"stage": "sft", "wall_s": 12.0, "tokens_trained": 7}]
     dest = export(cfg, adapter, costs=costs, data={"sets": ["arith"]}, metrics={"table": "old"}, command="c",
@@ -173,3 +178,8 @@ def test_update_card_goes_only_with_a_report_on_an_adapter(tmp_path, capsys):
     for argv in (["train", "report", str(recipe), "--update-card"], ["train", "sft", str(recipe), "--update-card"]):
         assert main(argv) == 2
         assert "--update-card goes with `report --adapter DIR`" in capsys.readouterr().err
+    # A folder without a card is refused before the report runs (the run here has no competence
+    # cache, so a report that started would fail on that instead).
+    (tmp_path / "bare").mkdir()
+    assert main(["train", "report", str(recipe), "--adapter", str(tmp_path / "bare"), "--update-card"]) == 2
+    assert "card.json is missing" in capsys.readouterr().err
