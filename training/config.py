@@ -141,7 +141,8 @@ class CalibrateConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 
     # The topology that serves the agent: its engine block (adapter included) and its successor.
     topology: str | None = None
-    # Validation questions per set: the next n of the train split after the training mix.
+    # Validation questions per set: the next n of the train split after the training mix (the
+    # report fits its probe of the trained model on them too).
     questions: int = 300
     # Candidate thresholds on the reject's first-step probability.
     grid: list[float] = msgspec.field(default_factory=lambda: [round(0.05 * k, 2) for k in range(1, 21)])

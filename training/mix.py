@@ -3,9 +3,10 @@
 For every set of the config: the first `train_questions` items of the set's train split are
 the training mix (competence sampling, SFT labels, RL prompts) and the first `eval_questions`
 items of its test split are held out for the self-awareness report; the next
-`calibrate.questions` of the train split validate `disrouter train calibrate`. The split is the data
-sets' own seeded hash split, the one `disrouter eval` uses, so the report's held-out questions
-are never trained on, and a live evaluation of the same set sees none of the training mix.
+`calibrate.questions` of the train split validate `disrouter train calibrate` and fit the
+report's probe of the trained model. The split is the data sets' own seeded hash split, the one
+`disrouter eval` uses, so the report's held-out questions are never trained on, and a live
+evaluation of the same set sees none of the training mix.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def _train_questions(cfg: TrainConfig, spec: DataSet) -> int | None:
 
 
 def validation(cfg: TrainConfig) -> list[Item]:
-    """Questions no stage trains on, for calibrating a served agent: per set, the next
-    `calibrate.questions` of the train split after the training mix (the test split stays
-    for evaluation)."""
+    """Questions no stage trains on, for calibrating a served agent and fitting a router for it:
+    per set, the next `calibrate.questions` of the train split after the training mix (the
+    test split stays for evaluation)."""
     chosen: list[Item] = []
     for spec in cfg.data.sets:
         set_train = [item for item in _items(cfg, spec) if item.split == "train"]

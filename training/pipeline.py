@@ -25,10 +25,12 @@ import structlog
 
 from disrouter.training import labels as sft_labels
 from disrouter.training.config import TrainConfig
-from disrouter.training.mix import questions
+from disrouter.training.data import Item
+from disrouter.training.mix import questions, validation
 from disrouter.training.sampling import (
     COMPETENCE_FILE,
     Competence,
+    as_item,
     competence_stats,
     engine_spec,
     read_competence,
@@ -167,34 +169,56 @@ class Run:
         if not test:
             raise ValueError("no held-out question in the competence cache: set data.eval_questions")
         adapter = adapter or self.final_adapter()
-        (base, base_p), (trained, trained_p) = asyncio.run(self._report_replies(test, adapter))
-        probe = rpt.minilm_probe(train, test, self.cfg.seed) if train else None
-        report = rpt.build_report(self.cfg, test, base, trained, probe, base_p=base_p, trained_p=trained_p)
+        fit_on = self._probe_questions()
+        (base, base_p, _), (trained, trained_p, fitted) = asyncio.run(self._report_replies(test, adapter, fit_on))
+        probe = rpt.minilm_probe(fitted, test, self.cfg.seed) if fitted else None
+        # A probe of the base model needs the base model's competence on the training mix: the
+        # cache is that only where the run sampled the base itself.
+        base_probe = rpt.minilm_probe(train, test, self.cfg.seed) if train and not self.cfg.sample.adapter else None
+        report = rpt.build_report(self.cfg, test, base, trained, probe, base_p=base_p, trained_p=trained_p,
+                                  base_probe=base_probe)
         report["adapter"] = str(adapter)
+        report["probe_questions"] = {"trained": len(fitted), "base": len(train) if base_probe is not None else 0}
         written = rpt.write(report, self.report_dir)
         print(report["table"])
         log.info("report_written", files=[str(p) for p in written])
         return report
 
-    async def _report_replies(self, test: list[Competence], adapter: Path):
+    def _probe_questions(self) -> list[Item]:
+        """The questions the trained model's probe is fitted on: the validation questions, which
+        no stage trained on (none where the training mix takes the whole train split)."""
+        try:
+            return validation(self.cfg)
+        except ValueError as exc:
+            log.warning("probe_skipped", reason=str(exc))
+            return []
+
+    async def _report_replies(self, test: list[Competence], adapter: Path, fit_on: list[Item]):
+        """Per model (base, trained): its greedy replies, its own competence on the held-out
+        questions (None where the cache already is the base's) and, for the trained model, its
+        competence on `fit_on`, the questions its probe is fitted on."""
         from disrouter.actors.engine import build_engine
         from disrouter.training import report as rpt
 
         # Each model's own competence on these questions: the cache's is the base model's unless
         # the run sampled with an earlier adapter (`sample.adapter`); the trained one's is new.
         base_cache = rpt.competence_cache(self.report_dir, None) if self.cfg.sample.adapter else None
+        held_out = [as_item(r) for r in test]
         replies = []
-        for label, spec, confidence, alphas, cache in (
-            ("base", engine_spec(self.cfg), True, (), base_cache),
+        for label, spec, confidence, alphas, cache, extra in (
+            ("base", engine_spec(self.cfg), True, (), base_cache, []),
             ("trained", engine_spec(self.cfg, adapter), False, rpt.REPORT_ALPHAS,
-             rpt.competence_cache(self.report_dir, adapter)),
+             rpt.competence_cache(self.report_dir, adapter), fit_on),
         ):
             engine = build_engine(spec, agent=self.cfg.agent)
             await engine.start()
             try:
                 got = await rpt.collect(engine, test, self.cfg, alphas, confidence=confidence, label=label)
-                p = await rpt.own_competence(engine, test, self.cfg, cache, label) if cache else None
-                replies.append((got, p))
+                own = await rpt.own_competence(engine, held_out + extra, self.cfg, cache, label) if cache else None
+                if own is None:
+                    replies.append((got, None, []))
+                else:
+                    replies.append((got, rpt.p_of(own, test), [own[item.id] for item in extra]))
             finally:
                 await engine.close()
         return replies

@@ -11,11 +11,16 @@ topology would serve them (greedy, the same prompts, the adapter through vLLM's 
     the definition `disrouter eval` uses for self-awareness — and against its own competence
     (p > (1 − α)^γ, the decision the RL reward makes optimal, with p the fraction right of N
     samples of that same model on that question);
-- the same for two references on the same questions: the untrained model's confidence rule
-  (its answer's probability > (1 − α)^γ, the default before training) and a MiniLM probe (a
-  logistic regression from the prompt's embedding to the agent's correctness, fitted on the
-  training mix: a learned router's view of this one agent), both against the untrained model's
-  correctness and competence.
+- the same for the references, each scored against the model it decides for: the untrained
+  model's confidence rule (its answer's probability > (1 − α)^γ, the default before training)
+  against the untrained model, and a MiniLM probe (a logistic regression from the prompt's
+  embedding to the agent's correctness: a learned router's view of this one agent) fitted on the
+  trained model's own competence on the validation questions and scored against the trained
+  model — the router a user would fit for the agent as deployed. It is fitted on validation
+  questions, not the training mix: the trained model was fitted on the training mix, so its
+  competence there may be inflated and is not what a router of the deployed agent sees. Where the
+  run's competence cache is the base model's (no `sample.adapter`), a probe of the base model,
+  fitted on that cache's training mix, is reported too.
 
 "Own" is literal: the trained rows are scored against the trained model's competence, sampled
 on the held-out questions through the served adapter (`report/competence-<adapter sha>.jsonl`),
@@ -43,9 +48,10 @@ from disrouter.actors.decision import is_reject, reject_threshold, scenario_inst
 from disrouter.actors.engine import EngineRequest
 from disrouter.evaluation.metrics import decision_f1
 from disrouter.training.config import TrainConfig
+from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
 from disrouter.training.mix import max_tokens_for
-from disrouter.training.sampling import Competence, as_item, sample_competence
+from disrouter.training.sampling import Competence, sample_competence
 
 log = structlog.get_logger("disrouter.training")
 
@@ -123,11 +129,15 @@ def competence_cache(folder: Path, adapter: Path | None) -> Path:
     return folder / f"competence-{digest}.jsonl"
 
 
-async def own_competence(engine: Any, test: list[Competence], cfg: TrainConfig, path: Path, label: str) -> np.ndarray:
-    """Each held-out question's competence for the model `engine` serves: N replies drawn as the
-    sample stage draws them (same n, temperature, prompt), graded; cached and resumable."""
-    records = await sample_competence(cfg, [as_item(r) for r in test], engine=engine, path=path, label=label)
-    return np.asarray([records[r.id].p for r in test])
+async def own_competence(engine: Any, items: list[Item], cfg: TrainConfig, path: Path, label: str) -> dict[str, Competence]:
+    """Each question's competence for the model `engine` serves: N replies drawn as the sample
+    stage draws them (same n, temperature, prompt), graded; cached and resumable."""
+    records = await sample_competence(cfg, items, engine=engine, path=path, label=label)
+    return {item.id: records[item.id] for item in items}
+
+
+def p_of(records: dict[str, Competence], questions: list[Competence]) -> np.ndarray:
+    return np.asarray([records[r.id].p for r in questions])
 
 
 def f1(decision: np.ndarray, truth: np.ndarray) -> float | None:
@@ -189,7 +199,8 @@ def rule_rows(p_hat: np.ndarray, forced_correct: np.ndarray, p: np.ndarray, alph
 
 
 def minilm_probe(train: list[Competence], test: list[Competence], seed: int) -> np.ndarray:
-    """P̂(this agent is right) from the prompt's MiniLM embedding, fitted on the training mix."""
+    """P̂(this agent is right) on `test`, from the prompt's MiniLM embedding, fitted on the
+    agent's sampled competence on `train` (questions of the model the probe is a router for)."""
     from sklearn.linear_model import LogisticRegression
 
     from disrouter.evaluation.embed import make_embedder
@@ -208,9 +219,11 @@ def minilm_probe(train: list[Competence], test: list[Competence], seed: int) -> 
 
 def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, trained: Replies,
                  probe: np.ndarray | None, alphas=REPORT_ALPHAS, *, base_p: np.ndarray | None = None,
-                 trained_p: np.ndarray | None = None) -> dict[str, Any]:
+                 trained_p: np.ndarray | None = None, base_probe: np.ndarray | None = None) -> dict[str, Any]:
     """`base_p` / `trained_p`: each model's own competence on the held-out questions; where one
-    is not given, the competence the questions were sampled with (`test`) stands in for it."""
+    is not given, the competence the questions were sampled with (`test`) stands in for it.
+    `probe`: a MiniLM probe's P̂ for the trained model, scored against it; `base_probe`: one for
+    the base model, scored against the base."""
     gamma = cfg.rl.gamma
     p = np.asarray([r.p for r in test]) if base_p is None else base_p
     p_trained = p if trained_p is None else trained_p
@@ -252,10 +265,16 @@ def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, traine
         "untrained_confidence_rule": rule_rows(base.confidence, base.forced_correct, p, alphas, gamma)
         if not np.isnan(base.confidence).all()
         else None,
-        "minilm_probe_rule": rule_rows(probe, base.forced_correct, p, alphas, gamma) if probe is not None else None,
-        # The references' ranking of the base model's correctness (the rows above use the same).
+        "minilm_probe_rule": rule_rows(probe, trained.forced_correct, p_trained, alphas, gamma)
+        if probe is not None
+        else None,
+        "minilm_probe_base_rule": rule_rows(base_probe, base.forced_correct, p, alphas, gamma)
+        if base_probe is not None
+        else None,
+        # How well each reference ranks the correctness of the model it decides for.
         "auc": {"untrained_confidence": auc(base.confidence, base.forced_correct),
-                "minilm_probe": auc(probe, base.forced_correct)},
+                "minilm_probe": auc(probe, trained.forced_correct),
+                "minilm_probe_base": auc(base_probe, base.forced_correct)},
         "median_reject_tokens": float(np.median(reject_tokens)) if reject_tokens else None,
         "levels": levels,
     }
@@ -265,6 +284,10 @@ def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, traine
 
 def _fmt(value: Any) -> str:
     return "–" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> str:
+    return " / ".join(_fmt(row.get(key)) for row in rows)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -277,8 +300,10 @@ def table(report: dict[str, Any]) -> str:
         f"{'' if comp.get('trained_sampled', True) else ' (not sampled after training: the before column stands in)'}. "
         f"Median tokens of a reject: {_fmt(report['median_reject_tokens'])}.",
         "",
-        "F1 of the decision \"answer\", each model against itself: against its own correctness (its forced "
-        "greedy answer is right) and against its own competence (answering is optimal, p > (1 − α)^γ).",
+        "F1 of the decision \"answer\", each against the model it decides for: against that model's correctness "
+        "(its forced greedy answer is right) and its competence (answering is optimal, p > (1 − α)^γ). The "
+        "untrained confidence rule decides for the base model; the MiniLM probe, fitted on the trained model's "
+        "competence on validation questions, for the trained model.",
         "",
         "| α | answer rate | acc. when answering | F1 correctness: trained | untrained confidence rule | "
         "MiniLM probe | F1 competence: trained | untrained confidence rule | MiniLM probe |",
@@ -307,8 +332,15 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {row['alpha']:g} | {_fmt(row['reject_mass_median'])} | {_fmt(row['reject_mass_auc'])} | "
                          f"{_fmt(row['answer_rate_mass'])} | {_fmt(row['f1_correct_mass'])} | "
                          f"{_fmt(row.get('f1_competence_mass'))} |")
-        lines += ["", f"AUC of the references for the base model's correctness: untrained confidence "
-                      f"{_fmt(refs.get('untrained_confidence'))}, MiniLM probe {_fmt(refs.get('minilm_probe'))}."]
+        lines += ["", f"AUC of the references, each for its own model's correctness: untrained confidence "
+                      f"{_fmt(refs.get('untrained_confidence'))} (base), MiniLM probe {_fmt(refs.get('minilm_probe'))} "
+                      f"(trained)."]
+    base_probe = report.get("minilm_probe_base_rule")
+    if base_probe:
+        lines += ["", f"MiniLM probe of the base model (fitted on the training mix, scored against the base): F1 "
+                      f"correctness {_series(base_probe, 'f1_correct')}, F1 competence "
+                      f"{_series(base_probe, 'f1_competence')}; AUC "
+                      f"{_fmt((report.get('auc') or {}).get('minilm_probe_base'))}."]
     return "\n".join(lines)
 
 
@@ -321,7 +353,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     series = [("trained (generative)", report["trained"], "o-"),
               ("untrained confidence rule", report.get("untrained_confidence_rule"), "s--"),
-              ("MiniLM probe rule", report.get("minilm_probe_rule"), "^:")]
+              ("MiniLM probe rule (trained model)", report.get("minilm_probe_rule"), "^:")]
     for name, rows, style in series:
         if rows:
             ax.plot([r["alpha"] for r in rows], [r["answer_rate"] for r in rows], style, label=name)

@@ -123,8 +123,16 @@ def test_report_serves_the_adapter_through_vllm(run: Run):
     # the served adapter on the held-out questions and cached under the adapter's weights.
     assert report["competence"]["trained_sampled"] is True
     own = read_competence(competence_cache(run.report_dir, run.final_adapter()))
-    assert len(own) == 8 and all(len(r.samples) == 4 for r in own.values())
-    assert report["competence"]["after"] == round(sum(r.p for r in own.values()) / 8, 4)
+    held_out = [r for r in own.values() if r.split == "test"]
+    assert len(held_out) == 8 and all(len(r.samples) == 4 for r in own.values())
+    assert report["competence"]["after"] == round(sum(r.p for r in held_out) / 8, 4)
+    # The MiniLM probe routes for the trained model: fitted on its own competence on the
+    # validation questions (sampled into the same cache), never on the training mix it saw.
+    fitted = [r for r in own.values() if r.split == "train"]
+    mix = {r.id for r in read_competence(run.cfg.out_dir / "competence.jsonl").values() if r.split == "train"}
+    assert fitted and not {r.id for r in fitted} & mix
+    assert report["probe_questions"] == {"trained": len(fitted), "base": len(mix)}
+    assert report["minilm_probe_rule"] is not None and report["minilm_probe_base_rule"] is not None
     for name in ("report.json", "report.md", "answer_rate.png"):
         assert (run.report_dir / name).stat().st_size > 0
 

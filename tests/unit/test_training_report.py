@@ -68,8 +68,35 @@ def test_the_references_are_ranked_too():
     replies.confidence = np.where(replies.forced_correct, 0.9, 0.2)  # a confidence that knows
     probe = np.where(replies.forced_correct, 0.2, 0.9)  # a probe that has it backwards
     report = build_report(cfg, items, replies, replies, probe, alphas=(0.5,))
-    assert report["auc"] == {"untrained_confidence": 1.0, "minilm_probe": 0.0}
-    assert "untrained confidence 1.000, MiniLM probe 0.000" in report["table"]
+    assert report["auc"] == {"untrained_confidence": 1.0, "minilm_probe": 0.0, "minilm_probe_base": None}
+    assert "untrained confidence 1.000 (base), MiniLM probe 0.000 (trained)" in report["table"]
+    assert report["minilm_probe_base_rule"] is None and "probe of the base model" not in report["table"]
+
+
+def test_each_probe_is_scored_against_the_model_it_routes_for():
+    """The probe of the trained model is scored against the trained model's correctness and
+    competence, the base model's probe against the base's: a router is right or wrong about
+    the agent it routes for."""
+    items = [item(i, str(i)) for i in range(10)]
+    cfg = TrainConfig(agent="a", model="m", out="/tmp/x")
+    base = asyncio.run(collect(SplitOpenings(), items, cfg, (0.5,), confidence=False, label="b"))
+    trained = asyncio.run(collect(SplitOpenings(), items, cfg, (0.5,), confidence=False, label="t"))
+    base.forced_correct = np.arange(10) < 2  # the base model got q0 and q1 right
+    knows_trained = trained.forced_correct.copy()  # the trained one gets the even ones
+    probe = np.where(knows_trained, 0.99, 0.01)
+    base_probe = np.where(base.forced_correct, 0.99, 0.01)
+    report = build_report(cfg, items, base, trained, probe, alphas=(0.5,), base_p=base.forced_correct.astype(float),
+                          trained_p=knows_trained.astype(float), base_probe=base_probe)
+    assert report["auc"]["minilm_probe"] == 1.0 and report["auc"]["minilm_probe_base"] == 1.0
+    row, base_row = report["minilm_probe_rule"][0], report["minilm_probe_base_rule"][0]
+    assert row["answer_rate"] == 0.5 and row["f1_correct"] == 1.0 and row["f1_competence"] == 1.0
+    assert base_row["answer_rate"] == 0.2 and base_row["f1_correct"] == 1.0 and base_row["f1_competence"] == 1.0
+    # The base model's probe put to route for the trained model answers q0 and q1, and only q0 is
+    # one the trained model gets right (of its five): F1 = 2·1 / (2 + 5).
+    swapped = build_report(cfg, items, base, trained, base_probe, alphas=(0.5,), trained_p=knows_trained.astype(float))
+    assert swapped["minilm_probe_rule"][0]["f1_correct"] == round(2 * 1 / (2 + 5), 4)
+    assert "probe of the base model (fitted on the training mix, scored against the base): F1 correctness 1.000" \
+        in report["table"]
 
 
 def test_mass_row_edges():
@@ -120,16 +147,21 @@ class Sampler:
 
 def test_own_competence_is_sampled_once_and_cached_per_adapter(tmp_path):
     from disrouter.training.config import SampleConfig
-    from disrouter.training.report import competence_cache, own_competence
+    from disrouter.training.report import competence_cache, own_competence, p_of
+    from disrouter.training.sampling import as_item
 
     items = [item(i, str(i)) for i in range(3)]
     cfg = TrainConfig(agent="a", model="m", out=str(tmp_path), sample=SampleConfig(n=4))
     engine = Sampler(right=3)
     path = tmp_path / "competence-x.jsonl"
-    p = asyncio.run(own_competence(engine, items, cfg, path, "trained"))
+    p = p_of(asyncio.run(own_competence(engine, [as_item(r) for r in items], cfg, path, "trained")), items)
     assert p.tolist() == [0.75, 0.75, 0.75] and engine.calls == 3
-    again = asyncio.run(own_competence(Sampler(right=0), items, cfg, path, "trained"))
+    again = p_of(asyncio.run(own_competence(Sampler(right=0), [as_item(r) for r in items], cfg, path, "trained")), items)
     assert again.tolist() == p.tolist()  # read from the cache, not sampled again
+    more = [item(i, str(i)) for i in range(3, 5)]
+    both = asyncio.run(own_competence(Sampler(right=1), [as_item(r) for r in items + more], cfg, path, "trained"))
+    assert list(both) == [f"q{i}" for i in range(5)] and engine.calls == 3  # only the new two were sampled
+    assert p_of(both, more).tolist() == [0.25, 0.25]
 
     one, two = tmp_path / "one", tmp_path / "two"
     for folder, weights in ((one, b"a"), (two, b"b")):
