@@ -91,6 +91,14 @@ def utility(row: Measured, scenario: Scenario, threshold: float, cost: float, su
     return float(row.correct[scenario]) - alpha * cost
 
 
+def best_threshold(grid: list[float], curve: list[float]) -> int:
+    """The index of the best of `grid` (ascending) by `curve`, its mean utility at each: smoothed
+    over a threshold and its grid neighbours, so one lucky question does not pick it; ties go to
+    the threshold nearest ½ (the uncalibrated default), so a flat stretch changes nothing."""
+    smooth = [sum(curve[max(0, i - 1): i + 2]) / len(curve[max(0, i - 1): i + 2]) for i in range(len(curve))]
+    return max(range(len(grid)), key=lambda i: (round(smooth[i], 9), -abs(grid[i] - 0.5)))
+
+
 def fit(
     rows: list[Measured], grid: list[float], *, cost: float, successor_cost: float,
     current: float | dict[Scenario, float] | None = None,
@@ -106,10 +114,7 @@ def fit(
             return sum(utility(r, scenario, threshold, cost, successor_cost) for r in rows) / len(rows)
 
         curve = [(t, mean(t)) for t in grid]
-        # Smoothed: the mean over a threshold and its grid neighbours; ties go to the threshold
-        # nearest ½ (the uncalibrated default), so a flat stretch changes nothing.
-        smooth = [sum(u for _, u in curve[max(0, i - 1): i + 2]) / len(curve[max(0, i - 1): i + 2]) for i in range(len(curve))]
-        best = max(range(len(grid)), key=lambda i: (round(smooth[i], 9), -abs(grid[i] - 0.5)))
+        best = best_threshold(grid, [u for _, u in curve])
         threshold = grid[best]
         now = current.get(scenario) if isinstance(current, dict) else current
         fits.append(ScenarioFit(

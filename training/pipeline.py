@@ -170,15 +170,16 @@ class Run:
             raise ValueError("no held-out question in the competence cache: set data.eval_questions")
         adapter = adapter or self.final_adapter()
         fit_on = self._probe_questions()
-        (base, base_p, _), (trained, trained_p, fitted) = asyncio.run(self._report_replies(test, adapter, fit_on))
-        probe = rpt.minilm_probe(fitted, test, self.cfg.seed) if fitted else None
+        base, trained = asyncio.run(self._report_replies(test, adapter, fit_on))
+        probe = rpt.minilm_probe(trained.validation, test, self.cfg.seed) if trained.validation else None
         # A probe of the base model needs the base model's competence on the training mix: the
         # cache is that only where the run sampled the base itself.
         base_probe = rpt.minilm_probe(train, test, self.cfg.seed) if train and not self.cfg.sample.adapter else None
-        report = rpt.build_report(self.cfg, test, base, trained, probe, base_p=base_p, trained_p=trained_p,
-                                  base_probe=base_probe)
+        report = rpt.build_report(self.cfg, test, base.replies, trained.replies, probe, base_p=base.p,
+                                  trained_p=trained.p, base_probe=base_probe,
+                                  reject_at=rpt.fitted_reject_at(trained, self.cfg) or None)
         report["adapter"] = str(adapter)
-        report["probe_questions"] = {"trained": len(fitted), "base": len(train) if base_probe is not None else 0}
+        report["probe_questions"] = {"trained": len(trained.validation), "base": len(train) if base_probe is not None else 0}
         written = rpt.write(report, self.report_dir)
         print(report["table"])
         log.info("report_written", files=[str(p) for p in written])
@@ -194,9 +195,8 @@ class Run:
             return []
 
     async def _report_replies(self, test: list[Competence], adapter: Path, fit_on: list[Item]):
-        """Per model (base, trained): its greedy replies, its own competence on the held-out
-        questions (None where the cache already is the base's) and, for the trained model, its
-        competence on `fit_on`, the questions its probe is fitted on."""
+        """(base, trained), each `report.Measurement`: the trained model is also measured on
+        `fit_on`, the validation questions its probe and thresholds are fitted on."""
         from disrouter.actors.engine import build_engine
         from disrouter.training import report as rpt
 
@@ -204,7 +204,7 @@ class Run:
         # the run sampled with an earlier adapter (`sample.adapter`); the trained one's is new.
         base_cache = rpt.competence_cache(self.report_dir, None) if self.cfg.sample.adapter else None
         held_out = [as_item(r) for r in test]
-        replies = []
+        measured = []
         for label, spec, confidence, alphas, cache, extra in (
             ("base", engine_spec(self.cfg), True, (), base_cache, []),
             ("trained", engine_spec(self.cfg, adapter), False, rpt.REPORT_ALPHAS,
@@ -213,15 +213,18 @@ class Run:
             engine = build_engine(spec, agent=self.cfg.agent)
             await engine.start()
             try:
-                got = await rpt.collect(engine, test, self.cfg, alphas, confidence=confidence, label=label)
-                own = await rpt.own_competence(engine, held_out + extra, self.cfg, cache, label) if cache else None
-                if own is None:
-                    replies.append((got, None, []))
-                else:
-                    replies.append((got, rpt.p_of(own, test), [own[item.id] for item in extra]))
+                model = rpt.Measurement(await rpt.collect(engine, test, self.cfg, alphas, confidence=confidence,
+                                                       label=label))
+                if cache is not None:
+                    own = await rpt.own_competence(engine, held_out + extra, self.cfg, cache, label)
+                    model.p = rpt.p_of(own, test)
+                    model.validation = [own[item.id] for item in extra]
+                if extra and getattr(engine, "reject_probability", None) is not None:
+                    model.validation_mass = await rpt.reject_masses(engine, extra, self.cfg, alphas)
+                measured.append(model)
             finally:
                 await engine.close()
-        return replies
+        return measured
 
     def export(self, force: bool = False) -> Path:
         from disrouter.training.export import export

@@ -21,6 +21,9 @@ topology would serve them (greedy, the same prompts, the adapter through vLLM's 
   competence there may be inflated and is not what a router of the deployed agent sees. Where the
   run's competence cache is the base model's (no `sample.adapter`), a probe of the base model,
   fitted on that cache's training mix, is reported too.
+- the reject's first-step probability: how well it ranks the agent's correctness (AUC), and
+  the decisions "answer iff it is below ½" and "below a `reject_at` per α fitted on the same
+  validation questions to the agent's own expected reward" (what a served threshold does).
 
 "Own" is literal: the trained rows are scored against the trained model's competence, sampled
 on the held-out questions through the served adapter (`report/competence-<adapter sha>.jsonl`),
@@ -47,6 +50,7 @@ from tqdm import tqdm
 from disrouter.actors.decision import is_reject, reject_threshold, scenario_instruction
 from disrouter.actors.engine import EngineRequest
 from disrouter.evaluation.metrics import decision_f1
+from disrouter.training.calibrate import best_threshold
 from disrouter.training.config import TrainConfig
 from disrouter.training.data import Item
 from disrouter.training.grading import is_correct
@@ -71,6 +75,32 @@ class Replies:
     reject_mass: dict[float, np.ndarray] = field(default_factory=dict)
 
 
+@dataclass
+class Measurement:
+    """One model as the report measured it: its replies on the held-out questions, its own
+    competence there (None: the run's cache already is its), and, for the trained model, its
+    own competence and its reject probability per α on the validation questions."""
+
+    replies: Replies
+    p: np.ndarray | None = None
+    validation: list[Competence] = field(default_factory=list)
+    validation_mass: dict[float, np.ndarray] = field(default_factory=dict)
+
+
+def request_for(item: Item | Competence, alpha: float | None, cfg: TrainConfig, *, confidence: bool = False) -> EngineRequest:
+    """A question as the report asks it: forced (α None: the terminal prompt, no reject offered)
+    or self-aware at α (the scenario's instruction, the reject offered), as a topology serves it."""
+    return EngineRequest(
+        query_id=f"{item.id}@{alpha}",
+        prompt=item.prompt,
+        alpha=alpha if alpha is not None else 0.0,
+        instruction=scenario_instruction(alpha) if alpha is not None else None,
+        allow_reject=alpha is not None,
+        want_confidence=confidence and alpha is None,
+        max_tokens=max_tokens_for(cfg, item.task),
+    )
+
+
 async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas: tuple[float, ...], *,
                   confidence: bool, label: str, concurrency: int = 32) -> Replies:
     """Forced replies (with confidence when asked) and, per α, self-aware replies."""
@@ -87,15 +117,7 @@ async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas
 
     async def one(i: int, alpha: float | None) -> None:
         item = items[i]
-        request = EngineRequest(
-            query_id=f"{item.id}@{alpha}",
-            prompt=item.prompt,
-            alpha=alpha if alpha is not None else 0.0,
-            instruction=scenario_instruction(alpha) if alpha is not None else None,
-            allow_reject=alpha is not None,
-            want_confidence=confidence and alpha is None,
-            max_tokens=max_tokens_for(cfg, item.task),
-        )
+        request = request_for(item, alpha, cfg, confidence=confidence)
         async with semaphore:
             result = await engine.generate(request)
             if alpha is not None and first_token is not None:
@@ -118,6 +140,44 @@ async def collect(engine: Any, items: list[Competence], cfg: TrainConfig, alphas
     finally:
         bar.close()
     return replies
+
+
+async def reject_masses(engine: Any, items: list[Item], cfg: TrainConfig, alphas: tuple[float, ...],
+                        concurrency: int = 32) -> dict[float, np.ndarray]:
+    """Per α, the first-step probability of the reject on each question (one prefill each, no
+    generation): what a served `reject_at` threshold is put on."""
+    semaphore = asyncio.Semaphore(concurrency)
+    masses = {alpha: np.full(len(items), np.nan) for alpha in alphas}
+    bar = tqdm(total=len(items) * len(alphas), desc="reject probability (validation)", unit="q")
+
+    async def one(i: int, alpha: float) -> None:
+        async with semaphore:
+            masses[alpha][i] = await engine.reject_probability(request_for(items[i], alpha, cfg))
+        bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(i, a) for i in range(len(items)) for a in alphas))
+    finally:
+        bar.close()
+    return masses
+
+
+def fit_reject_at(mass: np.ndarray, p: np.ndarray, alpha: float, gamma: float, grid: list[float]) -> float:
+    """The `reject_at` of `grid` that maximises the agent's own expected reward on validation
+    questions, the RL reward's: answering earns its competence p there, rejecting (1 − α)^γ —
+    the agent alone, as this report sees it (`disrouter train calibrate` fits the same
+    threshold against the utility of the chain it serves in)."""
+    grid = sorted(grid)
+    keep = reject_threshold(alpha, gamma)
+    curve = [float(np.where(mass < t, p, keep).mean()) for t in grid]
+    return grid[best_threshold(grid, curve)]
+
+
+def fitted_reject_at(model: Measurement, cfg: TrainConfig) -> dict[float, float]:
+    """Per α, `fit_reject_at` on the model's validation questions (none without its masses)."""
+    p = np.asarray([r.p for r in model.validation])
+    return {alpha: fit_reject_at(mass, p, alpha, cfg.rl.gamma, cfg.calibrate.grid)
+            for alpha, mass in model.validation_mass.items()}
 
 
 def competence_cache(folder: Path, adapter: Path | None) -> Path:
@@ -176,17 +236,27 @@ def auc(score: np.ndarray | None, right: np.ndarray) -> float | None:
     return round(float(roc_auc_score(right[known], score[known])), 4)
 
 
-def mass_row(mass: np.ndarray, forced_correct: np.ndarray, optimal: np.ndarray | None = None) -> dict[str, Any]:
+def mass_row(mass: np.ndarray, forced_correct: np.ndarray, optimal: np.ndarray | None = None,
+             fitted: float | None = None) -> dict[str, Any]:
     """What the reject's first-token probability knows: how well it ranks the agent's own
     correctness (AUC), and the decision "answer iff it is below ½" (`reject_at: 0.5`), against
-    its correctness and, given where answering is optimal, its competence."""
+    its correctness and, given where answering is optimal, its competence; the same for a
+    threshold fitted on validation questions (`fitted`), where there is one."""
     answered = mass < 0.5
-    return {
+    row = {
         "reject_mass_median": round(float(np.median(mass)), 4),
         "reject_mass_auc": auc(-mass, forced_correct),
         "answer_rate_mass": round(float(answered.mean()), 4),
         "f1_correct_mass": f1(answered, forced_correct),
     } | ({"f1_competence_mass": f1(answered, optimal)} if optimal is not None else {})
+    if fitted is not None:
+        kept = mass < fitted
+        row |= {
+            "reject_at_fitted": fitted,
+            "answer_rate_fitted": round(float(kept.mean()), 4),
+            "f1_correct_fitted": f1(kept, forced_correct),
+        } | ({"f1_competence_fitted": f1(kept, optimal)} if optimal is not None else {})
+    return row
 
 
 def rule_rows(p_hat: np.ndarray, forced_correct: np.ndarray, p: np.ndarray, alphas, gamma: float) -> list[dict[str, Any]]:
@@ -219,17 +289,20 @@ def minilm_probe(train: list[Competence], test: list[Competence], seed: int) -> 
 
 def build_report(cfg: TrainConfig, test: list[Competence], base: Replies, trained: Replies,
                  probe: np.ndarray | None, alphas=REPORT_ALPHAS, *, base_p: np.ndarray | None = None,
-                 trained_p: np.ndarray | None = None, base_probe: np.ndarray | None = None) -> dict[str, Any]:
+                 trained_p: np.ndarray | None = None, base_probe: np.ndarray | None = None,
+                 reject_at: dict[float, float] | None = None) -> dict[str, Any]:
     """`base_p` / `trained_p`: each model's own competence on the held-out questions; where one
     is not given, the competence the questions were sampled with (`test`) stands in for it.
     `probe`: a MiniLM probe's P̂ for the trained model, scored against it; `base_probe`: one for
-    the base model, scored against the base."""
+    the base model, scored against the base. `reject_at`: per α, a threshold on the reject's
+    probability fitted on validation questions (`fit_reject_at`)."""
     gamma = cfg.rl.gamma
     p = np.asarray([r.p for r in test]) if base_p is None else base_p
     p_trained = p if trained_p is None else trained_p
     trained_rows = [
         scenario_row(trained.answered[a], trained.correct[a], trained.forced_correct, p_trained, a, gamma)
-        | (mass_row(trained.reject_mass[a], trained.forced_correct, competent(p_trained, a, gamma))
+        | (mass_row(trained.reject_mass[a], trained.forced_correct, competent(p_trained, a, gamma),
+                    (reject_at or {}).get(a))
            if a in trained.reject_mass else {})
         for a in alphas
     ]
@@ -332,6 +405,19 @@ def table(report: dict[str, Any]) -> str:
             lines.append(f"| {row['alpha']:g} | {_fmt(row['reject_mass_median'])} | {_fmt(row['reject_mass_auc'])} | "
                          f"{_fmt(row['answer_rate_mass'])} | {_fmt(row['f1_correct_mass'])} | "
                          f"{_fmt(row.get('f1_competence_mass'))} |")
+        if all("reject_at_fitted" in row for row in report["trained"]):
+            lines += [
+                "",
+                "The same with `reject_at` fitted per α on the validation questions (the threshold that "
+                "maximises the agent's own expected reward there: its competence where it answers, (1 − α)^γ "
+                "where it rejects):",
+                "",
+                "| α | reject_at | answer rate | F1 correctness | F1 competence |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [f"| {row['alpha']:g} | {_fmt(row['reject_at_fitted'])} | {_fmt(row['answer_rate_fitted'])} | "
+                      f"{_fmt(row['f1_correct_fitted'])} | {_fmt(row.get('f1_competence_fitted'))} |"
+                      for row in report["trained"]]
         lines += ["", f"AUC of the references, each for its own model's correctness: untrained confidence "
                       f"{_fmt(refs.get('untrained_confidence'))} (base), MiniLM probe {_fmt(refs.get('minilm_probe'))} "
                       f"(trained)."]

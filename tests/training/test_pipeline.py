@@ -133,6 +133,9 @@ def test_report_serves_the_adapter_through_vllm(run: Run):
     assert fitted and not {r.id for r in fitted} & mix
     assert report["probe_questions"] == {"trained": len(fitted), "base": len(mix)}
     assert report["minilm_probe_rule"] is not None and report["minilm_probe_base_rule"] is not None
+    # Thresholds on the reject's probability, fitted on the same validation questions.
+    assert all(row["reject_at_fitted"] in run.cfg.calibrate.grid for row in report["trained"])
+    assert "fitted per α on the validation questions" in report["table"]
     for name in ("report.json", "report.md", "answer_rate.png"):
         assert (run.report_dir / name).stat().st_size > 0
 

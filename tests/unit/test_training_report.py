@@ -8,7 +8,7 @@ import pytest
 from disrouter.actors.decision import REJECT_PHRASE
 from disrouter.actors.engine import EngineRequest, EngineResult
 from disrouter.training.config import TrainConfig
-from disrouter.training.report import build_report, collect, mass_row
+from disrouter.training.report import build_report, collect, fit_reject_at, mass_row
 from disrouter.training.sampling import Competence
 
 
@@ -49,6 +49,32 @@ def test_the_first_token_mass_shows_what_greedy_decoding_hides():
         assert row["reject_mass_auc"] == 1.0 and row["reject_mass_median"] == pytest.approx(0.45)
         assert row["answer_rate_mass"] == 0.5 and row["f1_correct_mass"] == 1.0
     assert "AUC for own correctness" in report["table"] and "| 0.8 | 0.450 | 1.000 | 0.500 | 1.000 |" in report["table"]
+
+
+def test_reject_at_is_fitted_to_the_agents_own_reward():
+    """On validation, the threshold keeps the questions where the agent's competence beats the
+    reject's reward (1 − α)^γ: few at α = 0.2 (0.894), most at α = 0.8 (0.447)."""
+    mass = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    p = np.array([1.0, 0.95, 0.7, 0.5, 0.0])
+    grid = [round(0.05 * k, 2) for k in range(1, 21)]
+    low, high = fit_reject_at(mass, p, 0.2, 0.5, grid), fit_reject_at(mass, p, 0.8, 0.5, grid)
+    assert (mass < low).tolist() == [True, True, False, False, False]
+    assert (mass < high).tolist() == [True, True, True, True, False]
+    # A flat stretch goes to the threshold nearest ½: here every threshold keeps everything.
+    assert fit_reject_at(np.full(5, 0.01), p, 0.8, 0.5, grid) == 0.5
+
+
+def test_a_fitted_reject_at_is_scored_like_the_half():
+    items = [item(i, str(i)) for i in range(10)]
+    cfg = TrainConfig(agent="a", model="m", out="/tmp/x")
+    replies = asyncio.run(collect(SplitOpenings(), items, cfg, (0.2, 0.8), confidence=False, label="t"))
+    report = build_report(cfg, items, replies, replies, None, alphas=(0.2, 0.8), reject_at={0.2: 0.5, 0.8: 0.2})
+    kept, none = report["trained"]
+    assert kept["reject_at_fitted"] == 0.5 and kept["answer_rate_fitted"] == 0.5 and kept["f1_correct_fitted"] == 1.0
+    assert none["answer_rate_fitted"] == 0.0 and none["f1_correct_fitted"] == 0.0  # 0.3 and 0.6 are both ≥ 0.2
+    assert "| 0.2 | 0.500 | 0.500 | 1.000 |" in report["table"] and "| 0.8 | 0.200 | 0.000 | 0.000 |" in report["table"]
+    plain = build_report(cfg, items, replies, replies, None, alphas=(0.2, 0.8))
+    assert "reject_at_fitted" not in plain["trained"][0] and "fitted per α" not in plain["table"]
 
 
 def test_an_engine_without_the_mass_leaves_the_columns_out():
