@@ -242,21 +242,24 @@ def mass_row(mass: np.ndarray, forced_correct: np.ndarray, optimal: np.ndarray |
     correctness (AUC), and the decision "answer iff it is below ½" (`reject_at: 0.5`), against
     its correctness and, given where answering is optimal, its competence; the same for a
     threshold fitted on validation questions (`fitted`), where there is one."""
-    answered = mass < 0.5
     row = {
         "reject_mass_median": round(float(np.median(mass)), 4),
         "reject_mass_auc": auc(-mass, forced_correct),
-        "answer_rate_mass": round(float(answered.mean()), 4),
-        "f1_correct_mass": f1(answered, forced_correct),
-    } | ({"f1_competence_mass": f1(answered, optimal)} if optimal is not None else {})
+    } | _threshold_columns(mass, 0.5, forced_correct, optimal, "mass")
     if fitted is not None:
-        kept = mass < fitted
-        row |= {
-            "reject_at_fitted": fitted,
-            "answer_rate_fitted": round(float(kept.mean()), 4),
-            "f1_correct_fitted": f1(kept, forced_correct),
-        } | ({"f1_competence_fitted": f1(kept, optimal)} if optimal is not None else {})
+        row |= {"reject_at_fitted": fitted} | _threshold_columns(mass, fitted, forced_correct, optimal, "fitted")
     return row
+
+
+def _threshold_columns(mass: np.ndarray, threshold: float, forced_correct: np.ndarray, optimal: np.ndarray | None,
+                       suffix: str) -> dict[str, Any]:
+    """The decision "answer iff the reject's probability is below `threshold`": its answer rate
+    and its F1 against correctness and (given where answering is optimal) competence."""
+    answered = mass < threshold
+    return {
+        f"answer_rate_{suffix}": round(float(answered.mean()), 4),
+        f"f1_correct_{suffix}": f1(answered, forced_correct),
+    } | ({f"f1_competence_{suffix}": f1(answered, optimal)} if optimal is not None else {})
 
 
 def rule_rows(p_hat: np.ndarray, forced_correct: np.ndarray, p: np.ndarray, alphas, gamma: float) -> list[dict[str, Any]]:
