@@ -35,6 +35,7 @@ from disrouter.evaluation.evalset import Chain, EvalInputError
 from disrouter.evaluation.live import (
     LiveRun,
     PhaseStats,
+    deployed_items,
     deployed_query,
     forced_key,
     forced_query,
@@ -154,8 +155,9 @@ async def collect_in_process(
     order = visiting_order(topology)
     configs = agent_configs(topology)
     queues: dict[str, list[tuple[Key, Query]]] = {name: [] for name in order}
+    asked = deployed_items(items, forced_alone)
     for alpha in alphas:
-        queues[topology.entry_agent] += [((alpha, item.id), deployed_query(item, run_id, alpha)) for item in items]
+        queues[topology.entry_agent] += [((alpha, item.id), deployed_query(item, run_id, alpha)) for item in asked]
     if forced_alone:
         for agent in chain.agents:
             queues[agent] += [((None, forced_key(item.id, agent)), forced_query(item, run_id, agent, alphas[0])) for item in items]
@@ -186,5 +188,5 @@ async def collect_in_process(
     if forced_alone:
         forced_rows = write_forced(out, items, chain, filed.get(None, {}), traces)
     for alpha in alphas:
-        write_deployed(out, alpha, items, chain, filed.get(alpha, {}), forced_rows, traces)
+        write_deployed(out, alpha, asked, chain, filed.get(alpha, {}), forced_rows, traces)
     return save_run(LiveRun(str(out), traces, phases))

@@ -109,6 +109,13 @@ async def test_forced_alone_gives_every_agents_answer_and_the_baselines(deploy_t
                         alphas=[0.5], out=tmp_path / "live", concurrency=4, timeout_s=120, forced_alone=True)
     forced = {(r.query_id, r.agent): r.correct for r in read_trace(run.traces["forced"])}
     assert len(forced) == 16
+    # With the forced answers in hand, the deployed chain is asked only the five held-out
+    # questions the report scores; the training ones keep their forced lines, undecided.
+    deployed = next(p for p in run.phases if p.phase.startswith("deployed"))
+    assert (deployed.sent, deployed.answered) == (5, 5)
+    assert {r.query_id for r in read_trace(run.traces["deployed-alpha0.5"])} == {q.id for q in questions[3:]}
+    merged = read_trace(run.traces["trace-alpha0.5"])
+    assert len(merged) == 16 and all(r.decision is None for r in merged if r.query_id in {q.id for q in questions[:3]})
     assert [forced[(q.id, "small")] for q in questions] == [True] * 4 + [False] * 4
     assert all(forced[(q.id, "large")] for q in questions)
 

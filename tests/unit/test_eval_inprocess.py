@@ -61,9 +61,13 @@ def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tm
                  "--out", str(out), "--no-plots"])
     assert code == 0
 
-    # The deployed phase: items 4 and 5 are rejected by `small` and answered by `large`.
+    # The deployed phase asks only the held-out questions (the forced phase covers the rest):
+    # items 4 and 5 among them, rejected by `small` and answered by `large`.
+    test_rows = [i for i, item in enumerate(items) if item.split == "test"]
+    assert {4, 5} <= set(test_rows) and len(test_rows) < len(items)
     deployed = read_trace(out / "live" / "deployed-alpha0.5.jsonl")
-    assert len(deployed) == 10
+    assert {r.query_id for r in deployed} == {items[i].id for i in test_rows}
+    assert len(deployed) == len(test_rows) + 2
     hops = {(r.query_id, r.agent): r for r in deployed}
     assert hops[(items[4].id, "small")].decision == "reject" and hops[(items[4].id, "large")].correct is True
     assert hops[(items[6].id, "small")].decision == "answer" and hops[(items[6].id, "small")].correct is False
@@ -72,14 +76,20 @@ def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tm
     assert [forced[(q.id, "small")] for q in items] == [True] * 4 + [False] * 4
     assert all(forced[(q.id, "large")] for q in items)
 
-    # One phase per agent: `small` took 8 deployed + 8 forced queries and handed 2 on.
+    # The merged trace still has every agent's forced line on every question, training ones too
+    # (with no deployed decision: the chain never saw them).
+    merged = read_trace(out / "live" / "trace-alpha0.5.jsonl")
+    assert len(merged) == 2 * len(items)
+    assert all(r.decision is None for r in merged if r.query_id not in {items[i].id for i in test_rows})
+
+    # One phase per agent: `small` took the held-out deployed queries + 8 forced ones and handed 2 on.
     summary = json.loads((out / "live" / "live-summary.json").read_text())
     phases = {p["phase"]: p for p in summary["phases"]}
-    assert (phases["agent small"]["sent"], phases["agent small"]["answered"], phases["agent small"]["forwarded"]) == (16, 14, 2)
+    small = phases["agent small"]
+    assert (small["sent"], small["answered"], small["forwarded"]) == (len(test_rows) + 8, len(test_rows) + 6, 2)
     assert (phases["agent large"]["sent"], phases["agent large"]["answered"]) == (10, 10)
 
     results = {r["method"]: r for r in json.loads((out / "results.json").read_text())}
-    test_rows = [i for i, item in enumerate(items) if item.split == "test"]
     live = results["disrouter-live"]
     assert live["n"] == len(test_rows)
     assert live["accuracy"] == pytest.approx(sum(i not in (6, 7) for i in test_rows) / len(test_rows))

@@ -8,7 +8,7 @@ import pytest
 from disrouter.actors.contracts import Answer, Hop
 from disrouter.actors.decision import REJECT_PHRASE
 from disrouter.evaluation.evalset import Chain, build
-from disrouter.evaluation.live import LiveError, deployed_records, forced_records, merge
+from disrouter.evaluation.live import LiveError, deployed_items, deployed_records, forced_records, merge
 from disrouter.evaluation.methods import Context
 from disrouter.evaluation.methods.disrouter import Recorded
 from disrouter.evaluation.metrics import score
@@ -124,3 +124,14 @@ def test_skip_drops_only_the_first_held_out_questions():
     assert select_items(items, "test", 9) == []
     with pytest.raises(EvalInputError):
         select_items(items, "all", -1)
+
+
+def test_the_deployed_phases_ask_the_held_out_questions_when_forced_answers_cover_the_rest():
+    items = [Item(f"q{i}", "gsm8k", f"question {i}", "1", "numeric", "train" if i % 3 == 0 else "test") for i in range(6)]
+    held_out = [item for item in items if item.split == "test"]
+    assert deployed_items(items, forced_alone=True) == held_out
+    # Without a forced phase the deployed trace is all the report has: every question is asked.
+    assert deployed_items(items, forced_alone=False) == items
+    # Only training questions (--split train): there is nothing held out to narrow to.
+    train = [item for item in items if item.split == "train"]
+    assert deployed_items(train, forced_alone=True) == train
