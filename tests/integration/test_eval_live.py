@@ -115,7 +115,8 @@ async def test_forced_alone_gives_every_agents_answer_and_the_baselines(deploy_t
     assert (deployed.sent, deployed.answered) == (5, 5)
     assert {r.query_id for r in read_trace(run.traces["deployed-alpha0.5"])} == {q.id for q in questions[3:]}
     merged = read_trace(run.traces["trace-alpha0.5"])
-    assert len(merged) == 16 and all(r.decision is None for r in merged if r.query_id in {q.id for q in questions[:3]})
+    training = {q.id for q in questions[:3]}
+    assert len(merged) == 16 and all(r.decision is None for r in merged if r.query_id in training)
     assert [forced[(q.id, "small")] for q in questions] == [True] * 4 + [False] * 4
     assert all(forced[(q.id, "large")] for q in questions)
 

@@ -64,9 +64,10 @@ def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tm
     # The deployed phase asks only the held-out questions (the forced phase covers the rest):
     # items 4 and 5 among them, rejected by `small` and answered by `large`.
     test_rows = [i for i, item in enumerate(items) if item.split == "test"]
+    held_out = {items[i].id for i in test_rows}
     assert {4, 5} <= set(test_rows) and len(test_rows) < len(items)
     deployed = read_trace(out / "live" / "deployed-alpha0.5.jsonl")
-    assert {r.query_id for r in deployed} == {items[i].id for i in test_rows}
+    assert {r.query_id for r in deployed} == held_out
     assert len(deployed) == len(test_rows) + 2
     hops = {(r.query_id, r.agent): r for r in deployed}
     assert hops[(items[4].id, "small")].decision == "reject" and hops[(items[4].id, "large")].correct is True
@@ -80,7 +81,7 @@ def test_in_process_run_gives_the_live_numbers_and_every_agents_forced_answer(tm
     # (with no deployed decision: the chain never saw them).
     merged = read_trace(out / "live" / "trace-alpha0.5.jsonl")
     assert len(merged) == 2 * len(items)
-    assert all(r.decision is None for r in merged if r.query_id not in {items[i].id for i in test_rows})
+    assert all(r.decision is None for r in merged if r.query_id not in held_out)
 
     # One phase per agent: `small` took the held-out deployed queries + 8 forced ones and handed 2 on.
     summary = json.loads((out / "live" / "live-summary.json").read_text())
