@@ -134,6 +134,16 @@ class RLConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     # (training/rl.py says why); off: questions and α as they come.
     balance_decisions: bool = True
     save_steps: int = 10
+    # "sampled": each rollout is graded (1 right, 0 wrong). "expected": an answer earns the
+    # question's sampled competence p instead, its expected reward, so only the opening decision
+    # is learned, free of one sample's luck, and a rollout needs only the tokens that show the
+    # decision (a short `max_completion_length`). Meant for a gate (`gate_lora:`), with
+    # competence sampled through the adapter that answers for it (`sample.adapter`); on the
+    # default's gate it made the ranking worse (README, "A gate adapter", item 7).
+    reward: Literal["sampled", "expected"] = "sampled"
+    # The adapter RL trains further (a folder, or pkg:<package>/<folder>); default: this run's SFT
+    # adapter, after the SFT stage.
+    start: str | None = None
 
 
 class CalibrateConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

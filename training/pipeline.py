@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from disrouter.actors.resources import resolve_path
 from disrouter.training import labels as sft_labels
 from disrouter.training.config import TrainConfig
 from disrouter.training.data import Item
@@ -138,6 +139,9 @@ class Run:
     def sft(self, force: bool = False) -> None:
         from disrouter.training.sft import train_sft
 
+        if self.cfg.rl.start and self.cfg.rl.prompts > 0:
+            log.info("sft_skipped", reason="rl.start: RL trains that adapter further")
+            return
         if not self._needs_training(self.sft_dir, force):
             return
         self.labels()
@@ -152,8 +156,12 @@ class Run:
             return
         if not self._needs_training(self.rl_dir, force):
             return
-        self.sft()
-        _, cost = train_rl(self.cfg, self.competence(), self.sft_dir / "adapter", self.rl_dir)
+        if self.cfg.rl.start:
+            start = resolve_path(self.cfg.rl.start)
+        else:
+            self.sft()
+            start = self.sft_dir / "adapter"
+        _, cost = train_rl(self.cfg, self.competence(), start, self.rl_dir)
         self.record_cost(cost)
 
     def report(self, force: bool = False, adapter: Path | None = None) -> dict[str, Any]:

@@ -51,6 +51,12 @@ def reward(reply: str, alpha: float, gold: str, kind: str, gamma: float) -> floa
     return 1.0 if is_correct(kind, cut_after_answer(reply), gold) else 0.0
 
 
+def expected_reward(reply: str, alpha: float, p: float, gamma: float) -> float:
+    """The reward in expectation over the answer: a reject earns (1 − α)^γ, an answer the
+    question's competence p (`rl.reward: expected`). Only the decision is graded."""
+    return reject_threshold(alpha, gamma) if is_reject(reply) else p
+
+
 def _text(completion: Any) -> str:
     # TRL passes conversational completions as [{"role": "assistant", "content": …}].
     if isinstance(completion, list):
@@ -58,9 +64,14 @@ def _text(completion: Any) -> str:
     return str(completion)
 
 
-def make_reward_fn(gamma: float):
-    def self_awareness(completions: list[Any], alpha: list[float], gold: list[str], kind: list[str], **_: Any) -> list[float]:
-        return [reward(_text(c), a, g, k, gamma) for c, a, g, k in zip(completions, alpha, gold, kind)]
+def make_reward_fn(gamma: float, mode: str = "sampled"):
+    """TRL's reward function; its keyword arguments are the prompt rows' columns."""
+    if mode == "expected":
+        def self_awareness(completions: list[Any], alpha: list[float], p: list[float], **_: Any) -> list[float]:
+            return [expected_reward(_text(c), a, q, gamma) for c, a, q in zip(completions, alpha, p)]
+    else:
+        def self_awareness(completions: list[Any], alpha: list[float], gold: list[str], kind: list[str], **_: Any) -> list[float]:
+            return [reward(_text(c), a, g, k, gamma) for c, a, g, k in zip(completions, alpha, gold, kind)]
 
     return self_awareness
 
@@ -106,7 +117,8 @@ def _one_per_question(pairs: list[tuple[Competence, float]]) -> list[tuple[Compe
     return out
 
 
-def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out: Path) -> tuple[Path, StageCost]:
+def train_rl(cfg: TrainConfig, records: list[Competence], start: Path, out: Path) -> tuple[Path, StageCost]:
+    """GRPO from the adapter at `start` (the SFT stage's, or `rl.start`)."""
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -140,8 +152,8 @@ def train_rl(cfg: TrainConfig, records: list[Competence], sft_adapter: Path, out
 
     started = time.perf_counter()
     trainer = GRPOTrainer(
-        model=backend.load_model(cfg, adapter=sft_adapter, trainable=True),
-        reward_funcs=make_reward_fn(r.gamma),
+        model=backend.load_model(cfg, adapter=start, trainable=True),
+        reward_funcs=make_reward_fn(r.gamma, r.reward),
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=backend.load_tokenizer(cfg),

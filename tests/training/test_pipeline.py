@@ -14,6 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from disrouter.training.config import DataConfig, DataSet, LoraConfig, RLConfig, SampleConfig, SFTConfig, TrainConfig
@@ -106,6 +107,28 @@ def test_grpo_steps_change_the_adapter(run: Run):
     assert any(not bool((before[k] == after[k]).all()) for k in before)
     cost = run.costs()["rl"]
     assert cost["steps"] > 0 and cost["tokens_sampled"] > 0
+
+
+def test_expected_reward_grpo_trains_a_given_adapter_further_without_sft(run: Run, tmp_path):
+    """`rl.start` + `rl.reward: expected`, the way a gate is trained: no SFT stage, and GRPO moves
+    the adapter it starts from, with short rollouts graded by the question's competence."""
+    cfg = msgspec.structs.replace(
+        run.cfg, out=str(tmp_path / "gate"), export_to=None,
+        rl=msgspec.structs.replace(run.cfg.rl, start=str(run.sft_dir / "adapter"), reward="expected", max_completion_length=6),
+    )
+    gate = Run(cfg, "gate.yaml", "disrouter train all gate.yaml")
+    gate.out.mkdir(parents=True)
+    shutil.copy(run.competence_path, gate.competence_path)  # the answering model's competence
+    gate.sft()
+    assert not (gate.sft_dir / "adapter").exists()
+    gate.rl()
+    before, after = tensors(run.sft_dir / "adapter"), tensors(gate.rl_dir / "adapter")
+    assert before.keys() == after.keys()
+    assert any(not bool((before[k] == after[k]).all()) for k in before)
+    assert gate.final_adapter() == gate.rl_dir / "adapter"
+    cost = gate.costs()["rl"]
+    # Rollouts stop at max_completion_length: at most 6 tokens a completion, 4 completions a prompt.
+    assert 0 < cost["tokens_sampled"] <= 6 * 4 * cfg.rl.prompts
 
 
 def test_report_serves_the_adapter_through_vllm(run: Run):

@@ -3,7 +3,7 @@ import pytest
 
 from disrouter.actors.decision import REJECT_PHRASE
 from disrouter.training.config import ConfigError, TrainConfig, load_config
-from disrouter.training.rl import make_reward_fn, reward
+from disrouter.training.rl import expected_reward, make_reward_fn, reward
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.2, 0.5, 0.8, 1.0])
@@ -46,6 +46,27 @@ def test_trl_reward_function_reads_conversational_completions_and_dataset_column
     assert rewards == pytest.approx([1.0, 0.2**0.5, 0.0])
 
 
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 0.8])
+def test_expected_reward_grades_the_decision_only(alpha, p):
+    # An answer earns the question's competence whatever its text: a wrong-looking answer, a
+    # right one and an opening cut short all earn p; a reject earns (1 − α)^γ as in `reward`.
+    for reply in ("The answer is: 11", "7 + 5 = 12\nThe answer is: 12", "7 +", "I don't know how"):
+        assert expected_reward(reply, alpha, p, 0.5) == p
+    assert expected_reward(REJECT_PHRASE, alpha, p, 0.5) == pytest.approx((1 - alpha) ** 0.5)
+    assert expected_reward("I don't know! 12", alpha, p, 0.5) == reward(REJECT_PHRASE, alpha, "12", "numeric", 0.5)
+
+
+def test_expected_reward_function_reads_the_competence_column():
+    fn = make_reward_fn(0.5, "expected")
+    rewards = fn(
+        completions=[[{"role": "assistant", "content": "The answer"}], [{"role": "assistant", "content": REJECT_PHRASE}], "12"],
+        alpha=[0.5, 0.8, 0.2], p=[0.75, 0.9, 0.0], gold=["12", "12", "12"], kind=["numeric"] * 3,
+        prompts=None, trainer_state=None,
+    )
+    assert rewards == pytest.approx([0.75, 0.2**0.5, 0.0])  # the last one is right, and p says 0
+
+
 def test_config_errors_name_the_field(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("agent: a\nmodel: m\nout: o\nsft: {epochs: 1, lerning_rate: 0.1}\n")
@@ -53,6 +74,9 @@ def test_config_errors_name_the_field(tmp_path):
         load_config(path)
     path.write_text("agent: a\nmodel: m\nout: o\nrl: {batch_size: 7, num_generations: 6}\n")
     with pytest.raises(ConfigError, match="multiple of rl.num_generations"):
+        load_config(path)
+    path.write_text("agent: a\nmodel: m\nout: o\nrl: {reward: graded}\n")
+    with pytest.raises(ConfigError, match="rl.reward"):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
