@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import structlog
@@ -64,7 +64,7 @@ def _text(completion: Any) -> str:
     return str(completion)
 
 
-def make_reward_fn(gamma: float, mode: str = "sampled"):
+def make_reward_fn(gamma: float, mode: Literal["sampled", "expected"] = "sampled"):
     """TRL's reward function; its keyword arguments are the prompt rows' columns."""
     if mode == "expected":
         def self_awareness(completions: list[Any], alpha: list[float], p: list[float], **_: Any) -> list[float]:
