@@ -34,6 +34,10 @@ class ConfigError(ValueError):
 class DataSet(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     name: str  # arith | gsm8k | mmlu
     limit: int | None = None  # first n questions of the set
+    # Leave out the first n of those (after `limit`): a second entry of the same set can then
+    # add fresh questions beyond the ones an earlier entry, its validation questions and an
+    # evaluation's range already use (ids stay the set's own, so nothing is asked twice).
+    skip: int = 0
     # Sampling budget for this set's replies: arithmetic needs a few lines, GSM8K a paragraph.
     max_tokens: int = 192
     levels: list[str] = []  # arith only: keep these difficulty levels (default: all)
@@ -105,6 +109,11 @@ class SFTConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     balance_ratio: float = 1.0
     labels: LabelConfig = msgspec.field(default_factory=LabelConfig)
     max_examples: int | None = None
+    # Cut every answer target to its first n tokens (None: whole). For a gate (`gate_lora:`),
+    # whose first step alone is read: the loss then falls on the opening that decides, not on
+    # the working after it, where a whole answer puts most of it. The adapter learns to stop
+    # after n tokens, so it must not answer (`lora:`).
+    answer_tokens: int | None = None
     lora: LoraConfig = msgspec.field(default_factory=LoraConfig)
     epochs: float = 2.0
     learning_rate: float = 2.0e-4
@@ -196,6 +205,12 @@ class TrainConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             raise ValueError("calibrate.grid: thresholds within (0, 1], at least one")
         if self.sft.balance_ratio < 1.0:
             raise ValueError("sft.balance_ratio must be ≥ 1 (the larger class over the smaller)")
+        if self.sft.answer_tokens is not None and self.sft.answer_tokens < 1:
+            raise ValueError("sft.answer_tokens must be ≥ 1 (or unset: whole answers)")
+        if any(spec.skip < 0 for spec in self.data.sets):
+            raise ValueError("data.sets[].skip must be ≥ 0")
+        if self.rl.start and self.rl.prompts > 0 and self.ship == "sft":
+            raise ValueError("ship: sft with rl.start: no SFT stage runs (RL trains rl.start further); ship: rl")
         labels = self.sft.labels
         if labels.rule == "successor":
             for key in ("successor", "cost", "successor_cost"):

@@ -133,6 +133,18 @@ def _shipped_stage(card: dict[str, Any]) -> list[str]:
     ]
 
 
+def _gate_only(card: dict[str, Any]) -> list[str]:
+    """Say that a gate adapter must not answer: it was taught only each answer's opening."""
+    n = card["config"].get("sft", {}).get("answer_tokens")
+    if n is None:
+        return []
+    return [
+        f"**A gate: serve it as `gate_lora:`, never as `lora:`.** It was taught only the first {n} tokens of "
+        "each answer (`sft.answer_tokens`), so its first step decides and it stops answering after that.",
+        "",
+    ]
+
+
 def render_card(card: dict[str, Any]) -> str:
     base = card["base_model"]
     cost = card["training_cost"]
@@ -150,6 +162,7 @@ def render_card(card: dict[str, Any]) -> str:
         card["command"],
         "```",
         "",
+        *_gate_only(card),
         *_shipped_stage(card),
         "## Training cost",
         "",

@@ -38,6 +38,10 @@ Beyond the paper, a `forced_share` of examples uses the terminal prompt (no reje
 an own correct answer as target: LoRA changes the model everywhere, and these keep what a
 terminal (or forced) agent answers as it was.
 
+`sft.answer_tokens: n` cuts every answer target to its first n tokens, for a gate adapter whose
+first step alone is read (`gate_lora:`): the loss then falls on the opening that decides, answer
+or reject, rather than mostly on the working after it.
+
 Written to `<out>/sft/dataset.jsonl` (TRL's conversational prompt-completion format) with
 `<out>/sft/stats.json` beside it: counts per scenario and class, before and after balancing.
 """
@@ -217,8 +221,21 @@ def _example(record: Competence, alpha: float | None, target: str, kind: str) ->
     return Example(messages, [{"role": "assistant", "content": target}], record.id, alpha, kind, record.p)
 
 
-def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Example], dict[str, Any]]:
-    """The SFT examples and their statistics (see the module doc)."""
+def token_cut(tokenizer: Any, n: int) -> Callable[[str], str]:
+    """A target's first n tokens of this tokenizer (`sft.answer_tokens`)."""
+
+    def cut(text: str) -> str:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= n else tokenizer.decode(ids[:n])
+
+    return cut
+
+
+def build_examples(cfg: TrainConfig, records: list[Competence],
+                   cut: Callable[[str], str] | None = None) -> tuple[list[Example], dict[str, Any]]:
+    """The SFT examples and their statistics (see the module doc); `cut` shortens every answer
+    target (`sft.answer_tokens`; rejects are short already)."""
+    shorten = cut or (lambda text: text)
     rng = random.Random(cfg.seed)
     labeller = Labeller(cfg)
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)
@@ -235,7 +252,7 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
                 # attempt or the reference answer (`sft.labels.unsolved`).
                 text = own_answer(record) or UNSOLVED_TARGETS[cfg.sft.labels.unsolved](record)
                 if text is not None:
-                    answers.append(_example(record, alpha, text, "answer"))
+                    answers.append(_example(record, alpha, shorten(text), "answer"))
                     never_right += record.p == 0
     before = _per_alpha(answers + rejects)
     ratio = cfg.sft.balance_ratio
@@ -255,7 +272,7 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
         solvable = [r for r in train if any(r.correct)]
         want = round(cfg.sft.forced_share / (1.0 - cfg.sft.forced_share) * len(examples))
         for record in rng.sample(solvable, min(want, len(solvable))):
-            forced.append(_example(record, None, own_answer(record) or "", "answer"))
+            forced.append(_example(record, None, shorten(own_answer(record) or ""), "answer"))
     examples += forced
     rng.shuffle(examples)
     if cfg.sft.max_examples is not None:
@@ -271,6 +288,7 @@ def build_examples(cfg: TrainConfig, records: list[Competence]) -> tuple[list[Ex
         "answers_never_right": never_right,
         "balance": cfg.sft.balance,
         "balance_ratio": cfg.sft.balance_ratio,
+        "answer_tokens": cfg.sft.answer_tokens,
     }
     return examples, stats
 

@@ -31,7 +31,7 @@ def questions(cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
 
 
 def _items(cfg: TrainConfig, spec: DataSet) -> list[Item]:
-    items = load(spec.name, limit=spec.limit, train_fraction=cfg.data.train_fraction, seed=cfg.data.seed).items
+    items = load(spec.name, limit=spec.limit, train_fraction=cfg.data.train_fraction, seed=cfg.data.seed).items[spec.skip:]
     return [item for item in items if item.level in set(spec.levels)] if spec.levels else items
 
 

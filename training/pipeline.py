@@ -127,19 +127,32 @@ class Run:
         for row in stats:
             log.info("competence", group=row.group, questions=row.questions, accuracy=row.accuracy, known=row.known, unknown=row.unknown)
 
+    @property
+    def sft_runs(self) -> bool:
+        """Whether this run has SFT stages: not when RL trains a given adapter (`rl.start`)."""
+        return not (self.cfg.rl.start and self.cfg.rl.prompts > 0)
+
     def labels(self, force: bool = False) -> None:
         path = self.sft_dir / sft_labels.DATASET_FILE
+        if not self.sft_runs:
+            log.info("labels_skipped", reason="rl.start: RL trains that adapter further, no SFT")
+            return
         if path.exists() and not force:
             log.info("labels_exist", path=str(path))
             return
-        examples, stats = sft_labels.build_examples(self.cfg, self.competence())
+        cut = None
+        if self.cfg.sft.answer_tokens is not None:
+            from disrouter.training import backend
+
+            cut = sft_labels.token_cut(backend.load_tokenizer(self.cfg), self.cfg.sft.answer_tokens)
+        examples, stats = sft_labels.build_examples(self.cfg, self.competence(), cut)
         sft_labels.write_examples(self.sft_dir, examples, stats)
         log.info("labels_written", path=str(path), examples=len(examples), per_alpha=stats["per_alpha"])
 
     def sft(self, force: bool = False) -> None:
         from disrouter.training.sft import train_sft
 
-        if self.cfg.rl.start and self.cfg.rl.prompts > 0:
+        if not self.sft_runs:
             log.info("sft_skipped", reason="rl.start: RL trains that adapter further")
             return
         if not self._needs_training(self.sft_dir, force):

@@ -119,8 +119,9 @@ def test_expected_reward_grpo_trains_a_given_adapter_further_without_sft(run: Ru
     gate = Run(cfg, "gate.yaml", "disrouter train all gate.yaml")
     gate.out.mkdir(parents=True)
     shutil.copy(run.competence_path, gate.competence_path)  # the answering model's competence
+    gate.labels()
     gate.sft()
-    assert not (gate.sft_dir / "adapter").exists()
+    assert not (gate.sft_dir / "adapter").exists() and not (gate.sft_dir / "dataset.jsonl").exists()
     gate.rl()
     before, after = tensors(run.sft_dir / "adapter"), tensors(gate.rl_dir / "adapter")
     assert before.keys() == after.keys()
@@ -129,6 +130,33 @@ def test_expected_reward_grpo_trains_a_given_adapter_further_without_sft(run: Ru
     cost = gate.costs()["rl"]
     # Rollouts stop at max_completion_length: at most 6 tokens a completion, 4 completions a prompt.
     assert 0 < cost["tokens_sampled"] <= 6 * 4 * cfg.rl.prompts
+
+
+def test_a_gate_dataset_keeps_each_answers_first_tokens_of_the_models_tokenizer(run: Run, tmp_path):
+    from disrouter.training import backend
+    from disrouter.training.labels import build_examples, read_examples, token_cut
+
+    cfg = msgspec.structs.replace(run.cfg, out=str(tmp_path / "gate"), export_to=None,
+                                  sft=msgspec.structs.replace(run.cfg.sft, answer_tokens=2))
+    gate = Run(cfg, "gate.yaml", "disrouter train labels gate.yaml")
+    gate.out.mkdir(parents=True)
+    shutil.copy(run.competence_path, gate.competence_path)
+    gate.labels()
+    cut = read_examples(gate.sft_dir / "dataset.jsonl")
+    whole, _ = build_examples(run.cfg, list(read_competence(run.competence_path).values()))
+    tokenizer = backend.load_tokenizer(cfg)
+    assert [(e.id, e.alpha, e.label) for e in cut] == [(e.id, e.alpha, e.label) for e in whole]
+    for short, full in zip(cut, whole):
+        text, target = short.completion[0]["content"], full.completion[0]["content"]
+        if short.label == "reject":
+            assert text == target  # the reject phrase whole
+        else:
+            assert target.startswith(text) and len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 2
+    assert json.loads((gate.sft_dir / "stats.json").read_text())["answer_tokens"] == 2
+    # The tokenizer's own pieces, whatever the model guessed: a worked answer keeps its opening.
+    working = "7 + 5 = 12, so it is 12.\nThe answer is: 12"
+    opening = token_cut(tokenizer, 2)(working)
+    assert working.startswith(opening) and 0 < len(opening) < len(working)
 
 
 def test_report_serves_the_adapter_through_vllm(run: Run):

@@ -79,6 +79,23 @@ def test_validation_questions_follow_the_training_mix_and_are_never_trained_on()
         validation(everything)
 
 
+def test_a_skipping_entry_adds_later_questions_and_leaves_validation_where_it_was():
+    first = {"name": "arith", "limit": 400}
+    base = {"agent": "a", "model": "m", "out": "o", "calibrate": {"questions": 30},
+            "data": {"sets": [first], "train_questions": 50, "eval_questions": 20}}
+    more = {**base, "data": {**base["data"], "sets": [first, {"name": "arith", "limit": 900, "skip": 600,
+                                                              "train_questions": 40, "eval_questions": 0}]}}
+    train, held_out = questions(msgspec.convert(base, TrainConfig))
+    train2, held_out2 = questions(msgspec.convert(more, TrainConfig))
+    assert train2[:50] == train and held_out2 == held_out  # the first entry's questions, as they were
+    extra = train2[50:]
+    assert len(extra) == 40 and all(item.split == "train" for item in extra)
+    assert all(600 <= int(item.id.rsplit("-", 1)[1]) < 900 for item in extra)  # arith-<seed>-<n>
+    chosen = validation(msgspec.convert(base, TrainConfig))
+    assert validation(msgspec.convert(more, TrainConfig))[:30] == chosen
+    assert not {i.id for i in chosen} & {i.id for i in train2}
+
+
 class FakeEngine:
     """Right on the questions in `knows`; its reject probability is 0.7 on the others. Like the
     vLLM engine, a reply decided by `reject_at` carries the probability read (`reports`)."""

@@ -16,6 +16,7 @@ from disrouter.training.labels import (
     self_aware_messages,
     successor_label,
     templated,
+    token_cut,
 )
 from disrouter.training.sampling import Competence
 
@@ -207,3 +208,31 @@ def test_successor_rule_skips_what_neither_agent_can_by_default(tmp_path):
     examples, stats = build_examples(config(alphas=[0.5], balance="none", forced_share=0.0, labels=labels), records)
     assert {e.id: e.label for e in examples} == {"q000": "reject", "q002": "answer"}
     assert stats["answers_never_right"] == 0
+
+
+class WordTokenizer:
+    """A tokenizer of whitespace-separated words: enough to see what a cut keeps."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": text.split()}
+
+    def decode(self, ids):
+        return " ".join(ids)
+
+
+def test_a_gate_is_taught_the_opening_of_each_answer_and_the_whole_reject():
+    rng = random.Random(2)
+    records = [record(i, rng.choice([0.0, 0.5, 1.0])) for i in range(60)]
+    whole, _ = build_examples(config(forced_share=0.2), records)
+    cut, stats = build_examples(config(forced_share=0.2, answer_tokens=3), records, token_cut(WordTokenizer(), 3))
+    assert stats["answer_tokens"] == 3
+    # The same examples in the same order (the cut draws nothing), only the answers shorter.
+    assert [(e.id, e.alpha, e.label) for e in cut] == [(e.id, e.alpha, e.label) for e in whole]
+    for short, full in zip(cut, whole):
+        text, target = short.completion[0]["content"], full.completion[0]["content"]
+        if short.label == "reject":
+            assert text == target == REJECT_PHRASE
+        else:
+            assert text == " ".join(target.split()[:3]) and len(target.split()) > 3
+    assert any(e.alpha is None for e in cut)  # forced examples are cut too
+    assert token_cut(WordTokenizer(), 3)("a b") == "a b"  # a short target is kept as it is

@@ -83,6 +83,22 @@ def test_config_errors_name_the_field(tmp_path):
     path.write_text("agent: a\nmodel: m\nout: o\nsft: {alphas: [0.2, 1.5]}\n")
     with pytest.raises(ConfigError, match="α"):
         load_config(path)
+    path.write_text("agent: a\nmodel: m\nout: o\nsft: {answer_tokens: 0}\n")
+    with pytest.raises(ConfigError, match="sft.answer_tokens"):
+        load_config(path)
+    path.write_text("agent: a\nmodel: m\nout: o\ndata: {sets: [{name: arith, skip: -1}]}\n")
+    with pytest.raises(ConfigError, match="skip"):
+        load_config(path)
+
+
+def test_an_sft_adapter_cannot_ship_where_rl_trains_a_given_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("agent: a\nmodel: m\nout: o\nship: sft\nrl: {start: some/adapter, prompts: 60}\n")
+    with pytest.raises(ConfigError, match="ship: sft with rl.start"):
+        load_config(path)
+    # Without RL prompts the start adapter is unused, SFT runs, and its adapter can ship.
+    path.write_text("agent: a\nmodel: m\nout: o\nship: sft\nrl: {start: some/adapter, prompts: 0}\n")
+    assert load_config(path).ship == "sft"
 
 
 def test_shipped_recipes_load():
@@ -145,6 +161,21 @@ def test_card_says_when_the_sft_weights_ship(ship, says):
     text = render_card(card)
     assert ("SFT stage's weights" in text) is says
     assert "| rl | 20 s |" in text and "**30 s**" in text
+
+
+@pytest.mark.parametrize("answer_tokens", [8, None])
+def test_card_says_a_gate_must_not_answer(answer_tokens):
+    from disrouter.training.export import render_card
+
+    card = {
+        "name": "a-gate", "command": "disrouter train all a.yaml", "adapter": {"r": 8},
+        "base_model": {"id": "m"}, "data": {}, "metrics": None, "versions": {}, "python": "3.11",
+        "config": {"sft": {"answer_tokens": answer_tokens}} if answer_tokens else {"sft": {}},
+        "training_cost": {"stages": [{"stage": "sft", "wall_s": 10.0}], "wall_s": 10.0, "tokens_sampled": 0, "tokens_trained": 0},
+    }
+    text = render_card(card)
+    assert ("never as `lora:`" in text) is (answer_tokens is not None)
+    assert ("first 8 tokens" in text) is (answer_tokens == 8)
 
 
 def fake_adapter(tmp_path):
