@@ -232,10 +232,13 @@ def token_cut(tokenizer: Any, n: int) -> Callable[[str], str]:
 
 
 def build_examples(cfg: TrainConfig, records: list[Competence],
-                   cut: Callable[[str], str] | None = None) -> tuple[list[Example], dict[str, Any]]:
-    """The SFT examples and their statistics (see the module doc); `cut` shortens every answer
-    target (`sft.answer_tokens`; rejects are short already)."""
-    shorten = cut or (lambda text: text)
+                   tokenizer: Any = None) -> tuple[list[Example], dict[str, Any]]:
+    """The SFT examples and their statistics (see the module doc). With `sft.answer_tokens`,
+    the model's `tokenizer` cuts every answer target (rejects are short already)."""
+    n = cfg.sft.answer_tokens
+    if n is not None and tokenizer is None:
+        raise ValueError("sft.answer_tokens: cutting answer targets needs the model's tokenizer")
+    shorten = token_cut(tokenizer, n) if n is not None else (lambda text: text)
     rng = random.Random(cfg.seed)
     labeller = Labeller(cfg)
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.id)

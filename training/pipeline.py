@@ -140,12 +140,12 @@ class Run:
         if path.exists() and not force:
             log.info("labels_exist", path=str(path))
             return
-        cut = None
-        if self.cfg.sft.answer_tokens is not None:
+        tokenizer = None
+        if self.cfg.sft.answer_tokens is not None:  # only a cut needs it: labels load no model otherwise
             from disrouter.training import backend
 
-            cut = sft_labels.token_cut(backend.load_tokenizer(self.cfg), self.cfg.sft.answer_tokens)
-        examples, stats = sft_labels.build_examples(self.cfg, self.competence(), cut)
+            tokenizer = backend.load_tokenizer(self.cfg)
+        examples, stats = sft_labels.build_examples(self.cfg, self.competence(), tokenizer)
         sft_labels.write_examples(self.sft_dir, examples, stats)
         log.info("labels_written", path=str(path), examples=len(examples), per_alpha=stats["per_alpha"])
 

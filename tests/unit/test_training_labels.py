@@ -224,7 +224,7 @@ def test_a_gate_is_taught_the_opening_of_each_answer_and_the_whole_reject():
     rng = random.Random(2)
     records = [record(i, rng.choice([0.0, 0.5, 1.0])) for i in range(60)]
     whole, _ = build_examples(config(forced_share=0.2), records)
-    cut, stats = build_examples(config(forced_share=0.2, answer_tokens=3), records, token_cut(WordTokenizer(), 3))
+    cut, stats = build_examples(config(forced_share=0.2, answer_tokens=3), records, WordTokenizer())
     assert stats["answer_tokens"] == 3
     # The same examples in the same order (the cut draws nothing), only the answers shorter.
     assert [(e.id, e.alpha, e.label) for e in cut] == [(e.id, e.alpha, e.label) for e in whole]
@@ -236,3 +236,5 @@ def test_a_gate_is_taught_the_opening_of_each_answer_and_the_whole_reject():
             assert text == " ".join(target.split()[:3]) and len(target.split()) > 3
     assert any(e.alpha is None for e in cut)  # forced examples are cut too
     assert token_cut(WordTokenizer(), 3)("a b") == "a b"  # a short target is kept as it is
+    with pytest.raises(ValueError, match="tokenizer"):  # the config asks for a cut: no silent whole answers
+        build_examples(config(answer_tokens=3), records)
